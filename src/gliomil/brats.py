@@ -1,0 +1,396 @@
+"""Find BraTS-style subjects on disk and load one subject's checked, co-registered volumes.
+
+Layouts understood by :func:`find_subjects`:
+
+* ``brats2018`` (BraTS 2018/2019): ``<root>/{HGG,LGG}/<case>/<case>_<suffix>.nii[.gz]``.
+* ``brats2020``: flat ``<root>/<case>/`` folders plus ``<root>/name_mapping.csv``, whose
+  cross-year ID columns tie repeated scans of one patient together.
+* ``csv``: ``<root>/labels.csv`` (``subject_id,grade[,patient_id]``) plus ``<root>/<subject_id>/``.
+
+:func:`load_subject` returns the four modalities and the segmentation in canonical RAS
+orientation, or raises :class:`~gliomil.errors.InputError` naming the subject, the file and
+the first problem found.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from nibabel.filebasedimages import ImageFileError
+from nibabel.spatialimages import HeaderDataError
+
+from gliomil.errors import GliomilError, InputError, ParamsError
+
+MODALITIES = ("flair", "t1", "t1ce", "t2")
+DEFAULT_SUFFIXES = {"flair": "flair", "t1": "t1", "t1ce": "t1ce", "t2": "t2", "seg": "seg"}
+FILE_KEYS = (*MODALITIES, "seg")
+GRADES = ("HGG", "LGG")
+LAYOUTS = ("auto", "brats2018", "brats2020", "csv")
+SEG_LABELS = (0, 1, 2, 4)
+
+NAME_MAPPING = "name_mapping.csv"
+LABELS_FILE = "labels.csv"
+BRATS2020_ID_COLUMN = "BraTS_2020_subject_ID"
+CROSS_YEAR_ID_COLUMNS = (
+    "BraTS_2017_subject_ID",
+    "BraTS_2018_subject_ID",
+    "TCGA_TCIA_subject_ID",
+    "BraTS_2019_subject_ID",
+)
+
+AFFINE_TOLERANCE_MM = 1e-3
+# Seg values within this distance of a whole number are float noise from scl_slope/inter.
+LABEL_ROUNDING_TOLERANCE = 1e-3
+# Everything nibabel, gzip and numpy raise for a file that is not a readable NIfTI image
+# (wrong format, bad gzip stream, truncated data, inconsistent header).
+_UNREADABLE_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, ValueError, zlib.error)
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One imaging case: ``directory`` holds its ``<subject_id>_<suffix>.nii[.gz]`` files."""
+
+    subject_id: str
+    grade: str  # "HGG" or "LGG"
+    patient_id: str  # subjects sharing it are the same patient; defaults to subject_id
+    directory: Path
+
+
+@dataclass
+class Volumes:
+    """One subject's checked volumes, all on the same voxel grid in canonical RAS orientation.
+
+    images: float32 (4, X, Y, Z), channels in MODALITIES order, scanner intensities.
+    seg:    uint8 (X, Y, Z), labels within {0, 1, 2, 4}.
+    affine: float64 (4, 4), voxel -> world (mm), RAS+ axes.
+    files:  the source file of each key in flair, t1, t1ce, t2, seg.
+    """
+
+    images: np.ndarray
+    seg: np.ndarray
+    affine: np.ndarray
+    files: dict[str, Path]
+
+
+# ----------------------------------------------------------------------------- subjects
+
+
+def find_subjects(root, layout: str = "auto") -> list[Subject]:
+    """Subjects under ``root`` sorted by subject_id.
+
+    layout: auto | brats2018 | brats2020 | csv (see the module docstring).
+    Raises GliomilError (one line) if root is missing, the layout cannot be recognised,
+    there are no subjects, ids repeat, a grade is not HGG/LGG, or a labels file lacks columns.
+    Subject folders are not opened here; :func:`resolve_files` reports missing ones.
+    """
+    readers = {"brats2018": _brats2018_subjects, "brats2020": _brats2020_subjects, "csv": _csv_subjects}
+    if layout != "auto" and layout not in readers:
+        raise ParamsError(f"unknown data layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+    root = Path(root)
+    if not root.is_dir():
+        raise GliomilError(f"data root {root} does not exist or is not a folder")
+    if layout == "auto":
+        layout = detect_layout(root)
+    subjects, source = readers[layout](root)
+    return _validated(subjects, source)
+
+
+def detect_layout(root: Path) -> str:
+    """The layout of an existing folder: brats2020, csv or brats2018, checked in that order."""
+    if (root / NAME_MAPPING).is_file():
+        return "brats2020"
+    if (root / LABELS_FILE).is_file():
+        return "csv"
+    if any((root / grade).is_dir() for grade in GRADES):
+        return "brats2018"
+    raise GliomilError(
+        f"cannot recognise the data layout of {root}: looked for {NAME_MAPPING} (BraTS 2020), "
+        f"{LABELS_FILE} (generic) and HGG/ or LGG/ folders (BraTS 2018/2019)"
+    )
+
+
+def _brats2018_subjects(root: Path) -> tuple[list[Subject], Path]:
+    grade_dirs = [root / grade for grade in GRADES if (root / grade).is_dir()]
+    if not grade_dirs:
+        raise GliomilError(f"brats2018 layout needs an HGG/ or LGG/ folder in {root}; found neither")
+    subjects = [
+        Subject(case.name, grade_dir.name, case.name, case)
+        for grade_dir in grade_dirs
+        for case in grade_dir.iterdir()
+        # Hidden entries are OS clutter (.DS_Store, ._ AppleDouble files), never cases.
+        if case.is_dir() and not case.name.startswith(".")
+    ]
+    return subjects, root
+
+
+def _brats2020_subjects(root: Path) -> tuple[list[Subject], Path]:
+    path = root / NAME_MAPPING
+    table = _read_table(path, ("Grade", *CROSS_YEAR_ID_COLUMNS, BRATS2020_ID_COLUMN))
+    subject_ids = table[BRATS2020_ID_COLUMN].tolist()
+    patient_ids = _group_patients(subject_ids, table[list(CROSS_YEAR_ID_COLUMNS)].values.tolist())
+    subjects = [
+        Subject(subject_id, grade, patient_id, root / subject_id)
+        for subject_id, grade, patient_id in zip(subject_ids, table["Grade"], patient_ids)
+    ]
+    return subjects, path
+
+
+def _csv_subjects(root: Path) -> tuple[list[Subject], Path]:
+    path = root / LABELS_FILE
+    table = _read_table(path, ("subject_id", "grade"))
+    subject_ids = table["subject_id"].tolist()
+    patient_ids = table["patient_id"].tolist() if "patient_id" in table.columns else subject_ids
+    subjects = [
+        Subject(subject_id, grade, patient_id or subject_id, root / subject_id)
+        for subject_id, grade, patient_id in zip(subject_ids, table["grade"], patient_ids)
+    ]
+    return subjects, path
+
+
+def _read_table(path: Path, required_columns: tuple[str, ...]) -> pd.DataFrame:
+    """A CSV file as stripped strings; missing cells (empty, NA, ...) become ""."""
+    if not path.is_file():
+        raise GliomilError(f"{path} does not exist")
+    try:
+        # utf-8-sig: spreadsheet exports often start with a byte-order mark.
+        table = pd.read_csv(path, dtype=str, encoding="utf-8-sig")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as error:
+        raise GliomilError(f"{path}: cannot read as CSV ({_one_line(error)})") from error
+    table.columns = [str(column).strip() for column in table.columns]
+    missing = [column for column in required_columns if column not in table.columns]
+    if missing:
+        raise GliomilError(
+            f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(table.columns)})"
+        )
+    return table.fillna("").apply(lambda column: column.str.strip())
+
+
+def _group_patients(subject_ids: list[str], linking_ids: list[list[str]]) -> list[str]:
+    """Patient id of each row.
+
+    Rows sharing any non-empty linking id are one patient, transitively (union-find);
+    a group's patient id is its smallest subject id.
+    """
+    parent = list(range(len(subject_ids)))
+
+    def group_of(row: int) -> int:
+        while parent[row] != row:
+            parent[row] = parent[parent[row]]
+            row = parent[row]
+        return row
+
+    first_row_with: dict[str, int] = {}
+    for row, values in enumerate(linking_ids):
+        for value in filter(None, values):
+            parent[group_of(row)] = group_of(first_row_with.setdefault(value, row))
+
+    smallest: dict[int, str] = {}
+    for row, subject_id in enumerate(subject_ids):
+        group = group_of(row)
+        smallest[group] = min(smallest.get(group, subject_id), subject_id)
+    return [smallest[group_of(row)] for row in range(len(subject_ids))]
+
+
+def _validated(subjects: list[Subject], source: Path) -> list[Subject]:
+    """``subjects`` sorted by id, after checking ids and grades; ``source`` names the origin."""
+    if not subjects:
+        raise GliomilError(f"no subjects found in {source}")
+    for subject in subjects:
+        name = subject.subject_id
+        # The id becomes a folder name, so it must not reach outside the data root.
+        if name in ("", ".", "..") or "/" in name or "\\" in name:
+            raise GliomilError(f"{source}: subject id {name!r} is not a plain folder name")
+        if subject.grade not in GRADES:
+            raise GliomilError(
+                f"{source}: subject {name} has grade {subject.grade!r}; expected HGG or LGG"
+            )
+    duplicates = sorted(name for name, count in Counter(s.subject_id for s in subjects).items() if count > 1)
+    if duplicates:
+        raise GliomilError(f"{source}: duplicate subject id(s): {_listed(duplicates)}")
+    return sorted(subjects, key=lambda subject: subject.subject_id)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def resolve_files(subject: Subject, suffixes: dict[str, str] = DEFAULT_SUFFIXES) -> dict[str, Path]:
+    """Existing file for each key flair, t1, t1ce, t2, seg: ``<dir>/<id>_<suffix>.nii[.gz]``.
+
+    A seg file named ``*Segm.nii[.gz]`` stands in when the standard seg name is absent
+    (BraTS 2020 case 355 ships ``W39_1998.09.19_Segm.nii``).
+    Raises InputError for a missing folder or file, or when both .nii and .nii.gz exist.
+    """
+    _check_suffixes(suffixes)
+    if not subject.directory.is_dir():
+        raise InputError(subject.subject_id, subject.directory, "subject folder does not exist")
+    return {key: _resolve_file(subject, key, suffixes[key]) for key in FILE_KEYS}
+
+
+def _check_suffixes(suffixes: dict[str, str]) -> None:
+    missing = [key for key in FILE_KEYS if key not in suffixes]
+    unknown = [key for key in suffixes if key not in FILE_KEYS]
+    if missing or unknown:
+        raise ParamsError(
+            f"file suffixes need exactly the keys {', '.join(FILE_KEYS)}; "
+            f"missing: {', '.join(missing) or 'none'}; unknown: {', '.join(unknown) or 'none'}"
+        )
+
+
+def _resolve_file(subject: Subject, key: str, suffix: str) -> Path:
+    stem = subject.directory / f"{subject.subject_id}_{suffix}"
+    compressed, plain = Path(f"{stem}.nii.gz"), Path(f"{stem}.nii")
+    if compressed.is_file() and plain.is_file():
+        raise InputError(subject.subject_id, compressed, f"{plain.name} also exists; keep only one of the two")
+    for path in (compressed, plain):
+        if path.is_file():
+            return path
+    if key == "seg":
+        stand_ins = sorted(
+            path
+            for pattern in ("*Segm.nii", "*Segm.nii.gz")
+            for path in subject.directory.glob(pattern)
+            if path.is_file()
+        )
+        if len(stand_ins) == 1:
+            return stand_ins[0]
+        if stand_ins:
+            raise InputError(
+                subject.subject_id,
+                compressed,
+                f"missing seg file, and several *Segm.nii[.gz] files could stand in: "
+                f"{_listed([path.name for path in stand_ins])}",
+            )
+    raise InputError(subject.subject_id, compressed, f"missing {key} file (looked for .nii.gz and .nii)")
+
+
+# ----------------------------------------------------------------------------- volumes
+
+
+def load_subject(subject: Subject, suffixes: dict[str, str] = DEFAULT_SUFFIXES) -> Volumes:
+    """Load and check one subject; raise InputError(subject_id, file, problem) on the first problem.
+
+    Checks, in order: all five files exist; then per file (flair, t1, t1ce, t2, seg) it is a
+    readable 3D NIfTI image (trailing singleton dimensions are dropped) on flair's grid
+    (shape, and affine within 1e-3 mm); then the seg holds whole numbers in {0, 1, 2, 4};
+    then every modality is finite and at least one is non-zero somewhere (the brain mask).
+    """
+    subject_id = subject.subject_id
+    files = resolve_files(subject, suffixes)
+    headers = {key: _open_image(subject_id, path) for key, path in files.items()}
+    shape = _spatial_shape(subject_id, files["flair"], headers["flair"])
+    affine = headers["flair"].affine
+    _check_affine_usable(subject_id, files["flair"], affine)
+    for key in FILE_KEYS[1:]:
+        _check_same_grid(subject_id, files[key], headers[key], shape, affine)
+
+    # Voxel axes -> RAS: io_orientation's transform flips/permutes the data, and
+    # inv_ornt_aff gives the affine that keeps every voxel at the same world position.
+    orientation = nib.io_orientation(affine)
+    canonical_affine = affine @ nib.orientations.inv_ornt_aff(orientation, shape)
+    canonical_shape = tuple(shape[axis] for axis in np.argsort(orientation[:, 0]))
+
+    # The seg is checked before the 4-channel array exists, so its float temporaries are
+    # freed before the largest allocation (peak memory on 240x240x155 volumes).
+    labels = _seg_labels(subject_id, files["seg"], _read_float32(subject_id, files["seg"], headers["seg"], shape))
+    seg = np.ascontiguousarray(nib.apply_orientation(labels, orientation), dtype=np.uint8)
+    del labels
+
+    images = np.empty((len(MODALITIES), *canonical_shape), dtype=np.float32)
+    for channel, key in enumerate(MODALITIES):
+        data = _read_float32(subject_id, files[key], headers[key], shape)
+        _check_finite(subject_id, files[key], data)
+        images[channel] = nib.apply_orientation(data, orientation)
+        del data
+    if not images.any():
+        raise InputError(subject_id, files["flair"], "all four modalities are zero everywhere (empty brain mask)")
+    return Volumes(images=images, seg=seg, affine=canonical_affine, files=files)
+
+
+def _open_image(subject_id: str, path: Path) -> nib.spatialimages.SpatialImage:
+    """The image with its header parsed; voxel data stays on disk until read."""
+    try:
+        return nib.load(path)
+    except _UNREADABLE_ERRORS as error:
+        raise InputError(subject_id, path, f"cannot read as NIfTI ({_one_line(error)})") from error
+
+
+def _spatial_shape(subject_id: str, path: Path, image) -> tuple[int, int, int]:
+    """(X, Y, Z) of a 3D image, or of a 4D/5D one whose extra dimensions are all 1."""
+    shape = tuple(int(size) for size in image.shape)
+    if len(shape) < 3 or any(size != 1 for size in shape[3:]):
+        raise InputError(subject_id, path, f"shape {shape} is not a 3D volume")
+    return shape[:3]
+
+
+def _check_affine_usable(subject_id: str, path: Path, affine: np.ndarray) -> None:
+    """Reorientation needs a finite, invertible voxel-to-world matrix."""
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise InputError(subject_id, path, f"affine is not finite and invertible: {affine[:3].tolist()}")
+
+
+def _check_same_grid(subject_id: str, path: Path, image, shape: tuple, affine: np.ndarray) -> None:
+    """Same voxel grid as flair: equal (X, Y, Z) and affine within AFFINE_TOLERANCE_MM."""
+    own_shape = _spatial_shape(subject_id, path, image)
+    if own_shape != shape:
+        raise InputError(subject_id, path, f"shape {own_shape} differs from flair's {shape}")
+    difference = np.abs(image.affine - affine).max()
+    if not difference <= AFFINE_TOLERANCE_MM:  # also true for NaN
+        raise InputError(
+            subject_id, path, f"affine differs from flair's (largest difference {difference:g} mm)"
+        )
+
+
+def _read_float32(subject_id: str, path: Path, image, shape: tuple) -> np.ndarray:
+    """Voxel values, float32 (X, Y, Z), with scl_slope/scl_inter applied."""
+    try:
+        # caching="unchanged": the image object must not keep a second copy alive.
+        data = image.get_fdata(dtype=np.float32, caching="unchanged")
+    except _UNREADABLE_ERRORS as error:
+        raise InputError(subject_id, path, f"cannot read image data ({_one_line(error)})") from error
+    return data.reshape(shape)
+
+
+def _check_finite(subject_id: str, path: Path, data: np.ndarray) -> None:
+    bad = data.size - np.count_nonzero(np.isfinite(data))
+    if bad:
+        raise InputError(subject_id, path, f"{bad} voxel(s) are NaN or infinite")
+
+
+def _seg_labels(subject_id: str, path: Path, data: np.ndarray) -> np.ndarray:
+    """Seg values (float32, any shape) rounded to whole numbers, checked to lie in SEG_LABELS."""
+    _check_finite(subject_id, path, data)
+    labels = np.rint(data)
+    fractional = np.abs(data - labels) > LABEL_ROUNDING_TOLERANCE
+    if fractional.any():
+        raise InputError(
+            subject_id,
+            path,
+            f"seg has non-integer values {_listed(np.unique(data[fractional]))}; "
+            f"expected labels {_listed(SEG_LABELS)}",
+        )
+    unexpected = np.unique(labels[~np.isin(labels, SEG_LABELS)])
+    if unexpected.size:
+        raise InputError(
+            subject_id, path, f"seg has labels {_listed(unexpected)} outside {{{_listed(SEG_LABELS)}}}"
+        )
+    return labels
+
+
+# ----------------------------------------------------------------------------- messages
+
+
+def _listed(values, limit: int = 10) -> str:
+    """'a, b, c' for messages; numbers in shortest form, long lists cut at ``limit``."""
+    items = [f"{value:g}" if isinstance(value, (float, np.floating)) else str(value) for value in values]
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(f"{type(error).__name__}: {error}".split())

@@ -1,0 +1,279 @@
+"""Tests of the DSMIL model: shapes, invariances, gradients and reference fidelity."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from gliomil.losses import mil_loss
+from gliomil.model import (
+    DSMIL,
+    DSMILAggregator,
+    SliceEncoder,
+    as_bag_sizes,
+    bag_offsets,
+    split_by_bag,
+)
+
+SIZE = 32  # small slices keep the suite fast
+
+
+def make_model(seed=0, **kwargs):
+    torch.manual_seed(seed)
+    kwargs.setdefault("width", 4)
+    kwargs.setdefault("depth", 3)
+    return DSMIL(**kwargs)
+
+
+def make_slices(n, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 4, SIZE, SIZE, generator=g)
+
+
+# ------------------------------------------------------------------------ shapes
+@pytest.mark.parametrize("bag_sizes", [[1], [5], [1, 1], [3, 1, 7], [2, 9, 1, 4]])
+def test_output_shapes(bag_sizes):
+    model = make_model().eval()
+    total, n_bags = sum(bag_sizes), len(bag_sizes)
+    out = model(make_slices(total), bag_sizes)
+    assert out.bag_logits.shape == (n_bags,)
+    assert out.max_instance_logits.shape == (n_bags,)
+    assert out.instance_logits.shape == (total,)
+    assert out.attention.shape == (total,)
+    assert out.critical.shape == (n_bags,) and out.critical.dtype == torch.long
+    assert out.bag_sizes.tolist() == bag_sizes
+    for name in ("bag_logits", "instance_logits", "max_instance_logits", "attention"):
+        assert getattr(out, name).dtype == torch.float32
+        assert torch.isfinite(getattr(out, name)).all()
+    # The critical slice lies inside its bag and carries the bag's max instance logit.
+    for k, inst, crit, mx in zip(bag_sizes, split_by_bag(out.instance_logits, bag_sizes),
+                                 out.critical, out.max_instance_logits):
+        assert 0 <= int(crit) < k
+        assert torch.equal(inst.max(), mx) and torch.equal(inst[crit], mx)
+
+
+def test_bag_sizes_as_tensor_and_single_bag_attention():
+    model = make_model().eval()
+    out = model(make_slices(4), torch.tensor([3, 1]))
+    assert out.bag_sizes.tolist() == [3, 1]
+    assert out.attention[3].item() == pytest.approx(1.0)  # a bag of one slice
+    assert out.critical[1].item() == 0
+
+
+def test_encoder_features_and_minimum_size():
+    enc = SliceEncoder(in_channels=4, width=16, depth=4)
+    assert enc.out_features == 128
+    assert enc(torch.randn(3, 4, 16, 16)).shape == (3, 128)   # smallest allowed: 2**depth
+    assert enc(torch.randn(2, 4, 37, 21)).shape == (2, 128)   # odd, non-square sizes
+    with pytest.raises(ValueError):
+        enc(torch.randn(2, 4, 8, 32))
+    with pytest.raises(ValueError):
+        enc(torch.randn(2, 3, 32, 32))
+
+
+def test_bad_bag_sizes_are_rejected():
+    model = make_model()
+    x = make_slices(5)
+    for bad in ([2, 2], [5, 0], [], [6, -1]):
+        with pytest.raises(ValueError):
+            model(x, bad)
+    with pytest.raises(ValueError):
+        as_bag_sizes(torch.tensor([[5]]))
+
+
+def test_split_and_offsets():
+    sizes = [3, 1, 2]
+    parts = split_by_bag(torch.arange(6), sizes)
+    assert [p.tolist() for p in parts] == [[0, 1, 2], [3], [4, 5]]
+    assert bag_offsets(sizes).tolist() == [0, 3, 4]
+
+
+# -------------------------------------------------------------------- invariances
+def test_slice_order_invariance_eval():
+    model = make_model(passing_v=True, dropout_v=0.5).eval()
+    sizes = [6, 1, 9]
+    x = make_slices(sum(sizes))
+    ref = model(x, sizes)
+    g = torch.Generator().manual_seed(7)
+    perm = torch.cat([torch.randperm(n, generator=g) + int(o) for n, o in zip(sizes, bag_offsets(sizes))])
+    out = model(x[perm], sizes)
+    torch.testing.assert_close(out.bag_logits, ref.bag_logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.max_instance_logits, ref.max_instance_logits, rtol=1e-5, atol=1e-5)
+    # Per-slice outputs follow their slice.
+    torch.testing.assert_close(out.attention, ref.attention[perm], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.instance_logits, ref.instance_logits[perm], rtol=1e-5, atol=1e-6)
+    offsets = bag_offsets(sizes)
+    assert torch.equal(perm[offsets + out.critical], offsets + ref.critical)
+
+
+def test_attention_is_a_distribution_per_bag():
+    model = make_model().train()
+    sizes = [4, 1, 11, 2]
+    out = model(make_slices(sum(sizes)), sizes)
+    assert (out.attention >= 0).all()
+    sums = torch.stack([a.sum() for a in split_by_bag(out.attention, sizes)])
+    torch.testing.assert_close(sums, torch.ones(len(sizes)), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_batched_forward_equals_per_bag(mode):
+    # GroupNorm is per slice, so this holds in train mode too (no dropout here).
+    model = make_model(passing_v=True)
+    model.train(mode == "train")
+    sizes = [3, 1, 5]
+    x = make_slices(sum(sizes))
+    batched = model(x, sizes)
+    singles = [model(part, [len(part)]) for part in split_by_bag(x, sizes)]
+    for name in ("bag_logits", "max_instance_logits", "critical"):
+        expected = torch.cat([getattr(s, name) for s in singles])
+        torch.testing.assert_close(getattr(batched, name), expected, rtol=1e-5, atol=1e-5)
+    for name in ("instance_logits", "attention"):
+        expected = torch.cat([getattr(s, name) for s in singles])
+        torch.testing.assert_close(getattr(batched, name), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_deterministic_for_same_seed():
+    x, sizes = make_slices(7), [4, 3]
+    a, b = make_model(seed=3).eval(), make_model(seed=3).eval()
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+    out_a1, out_a2, out_b = a(x, sizes), a(x, sizes), b(x, sizes)
+    for name in out_a1._fields:
+        assert torch.equal(getattr(out_a1, name), getattr(out_a2, name))
+        assert torch.equal(getattr(out_a1, name), getattr(out_b, name))
+    c = make_model(seed=4).eval()
+    assert not torch.equal(c(x, sizes).bag_logits, out_a1.bag_logits)
+
+
+# ---------------------------------------------------------------------- gradients
+def test_gradients_reach_both_streams_and_encoder():
+    model = make_model(passing_v=True).train()
+    sizes = [3, 5, 1]
+    out = model(make_slices(sum(sizes)), sizes)
+    loss = mil_loss(out.bag_logits, out.max_instance_logits, torch.tensor([1, 0, 1]),
+                    label_smoothing=0.2, class_weights=(2.0, 0.7))
+    loss.backward()
+    named = dict(model.named_parameters())
+    for name in ("aggregator.i_classifier.fc.0.weight", "aggregator.b_classifier.q.0.weight",
+                 "aggregator.b_classifier.q.2.weight", "aggregator.b_classifier.v.1.weight",
+                 "aggregator.b_classifier.fcc.weight", "encoder.features.0.weight"):
+        grad = named[name].grad
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
+    assert all(p.grad is not None for p in model.encoder.parameters())
+
+
+def test_bf16_autocast_keeps_aggregator_in_float32():
+    model = make_model().eval()
+    sizes = [5, 3]
+    x = make_slices(8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, sizes)
+    assert out.bag_logits.dtype == torch.float32 and out.attention.dtype == torch.float32
+    assert torch.isfinite(out.bag_logits).all()
+    ref = model(x, sizes)
+    torch.testing.assert_close(out.bag_logits, ref.bag_logits, rtol=0.05, atol=0.05)
+
+
+# ----------------------------------------------------- reference names and formulas
+def reference_state_dict(K, C, nonlinear_q, passing_v, seed=0):
+    """Reference DSMIL aggregator keys and shapes, written out by hand, random values."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = {"i_classifier.fc.0.weight": (C, K), "i_classifier.fc.0.bias": (C,)}
+    if nonlinear_q:
+        shapes.update({"b_classifier.q.0.weight": (128, K), "b_classifier.q.0.bias": (128,),
+                       "b_classifier.q.2.weight": (128, 128), "b_classifier.q.2.bias": (128,)})
+    else:
+        shapes.update({"b_classifier.q.weight": (128, K), "b_classifier.q.bias": (128,)})
+    if passing_v:
+        shapes.update({"b_classifier.v.1.weight": (K, K), "b_classifier.v.1.bias": (K,)})
+    shapes.update({"b_classifier.fcc.weight": (C, C, K), "b_classifier.fcc.bias": (C,)})
+    return {k: torch.randn(*s, generator=g) * 0.3 for k, s in shapes.items()}
+
+
+def rederive_bag(sd, feats, nonlinear_q, passing_v):
+    """DSMIL on one bag from the formulas, with plain float64 tensor ops."""
+    sd = {k: v.double() for k, v in sd.items()}
+    feats = feats.double()
+
+    def q(x):
+        if nonlinear_q:
+            h = torch.clamp(x @ sd["b_classifier.q.0.weight"].T + sd["b_classifier.q.0.bias"], min=0)
+            return torch.tanh(h @ sd["b_classifier.q.2.weight"].T + sd["b_classifier.q.2.bias"])
+        return x @ sd["b_classifier.q.weight"].T + sd["b_classifier.q.bias"]
+
+    scores = feats @ sd["i_classifier.fc.0.weight"].T + sd["i_classifier.fc.0.bias"]   # (N, C)
+    n, C = scores.shape
+    critical = [max(range(n), key=lambda i: scores[i, c].item()) for c in range(C)]
+    Q = q(feats)                                                                      # (N, 128)
+    q_max = q(feats[critical])                                                        # (C, 128)
+    logits = Q @ q_max.T / math.sqrt(128)
+    e = torch.exp(logits - logits.max(dim=0).values)
+    A = e / e.sum(dim=0)                                                              # (N, C)
+    if passing_v:
+        V = torch.clamp(feats @ sd["b_classifier.v.1.weight"].T + sd["b_classifier.v.1.bias"], min=0)
+    else:
+        V = feats
+    B = A.T @ V                                                                       # (C, K)
+    W = sd["b_classifier.fcc.weight"]                                                 # (C, C, K)
+    bag = torch.stack([(W[c] * B).sum() + sd["b_classifier.fcc.bias"][c] for c in range(C)])
+    return bag, scores, A, critical
+
+
+@pytest.mark.parametrize("nonlinear_q", [True, False])
+@pytest.mark.parametrize("passing_v", [False, True])
+@pytest.mark.parametrize("C", [1, 2])
+def test_reference_state_dict_round_trip(nonlinear_q, passing_v, C):
+    K = 24
+    agg = DSMILAggregator(K, n_classes=C, nonlinear_q=nonlinear_q, passing_v=passing_v, dropout_v=0.3)
+    sd = reference_state_dict(K, C, nonlinear_q, passing_v)
+    own = agg.state_dict()
+    assert list(own) == list(sd)
+    assert all(own[k].shape == sd[k].shape for k in sd)
+    agg.load_state_dict(sd, strict=True)
+    agg.eval()  # dropout in v is off in eval
+
+    sizes = [5, 1, 8]
+    feats = torch.randn(sum(sizes), K, generator=torch.Generator().manual_seed(5))
+    out = agg(feats, sizes)
+    assert out.bag_logits.shape == (3, C) and out.attention.shape == (sum(sizes), C)
+    for b, f in enumerate(split_by_bag(feats, sizes)):
+        bag, scores, A, critical = rederive_bag(sd, f, nonlinear_q, passing_v)
+        lo, hi = int(bag_offsets(sizes)[b]), int(bag_offsets(sizes)[b]) + sizes[b]
+        assert out.critical[b].tolist() == critical
+        torch.testing.assert_close(out.bag_logits[b].double(), bag, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out.instance_logits[lo:hi].double(), scores, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out.attention[lo:hi].double(), A, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(out.max_instance_logits[b].double(), scores.max(dim=0).values,
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_strict_load_rejects_other_names():
+    agg = DSMILAggregator(24, nonlinear_q=True)
+    sd = reference_state_dict(24, 1, nonlinear_q=False, passing_v=False)  # linear-q keys
+    with pytest.raises(RuntimeError):
+        agg.load_state_dict(sd, strict=True)
+
+
+def test_full_model_aggregator_keys_are_reference_names():
+    model = DSMIL(width=4, depth=3)
+    K = model.encoder.out_features
+    keys = {k.removeprefix("aggregator.") for k in model.state_dict() if k.startswith("aggregator.")}
+    assert keys == set(reference_state_dict(K, 1, True, False))
+
+
+# --------------------------------------------------------------------------- init
+@pytest.mark.parametrize("K", [24, 200])  # fewer and more features than the query width
+def test_orthogonal_init(K):
+    agg = DSMILAggregator(K, n_classes=2, nonlinear_q=True, passing_v=True)
+    checked = 0
+    for module in agg.modules():
+        if isinstance(module, (nn.Linear, nn.Conv1d)):
+            W = module.weight.detach().reshape(module.weight.shape[0], -1)
+            rows, cols = W.shape
+            # Orthonormal rows when there are no more rows than columns, else orthonormal columns.
+            gram = W @ W.T if rows <= cols else W.T @ W
+            torch.testing.assert_close(gram, torch.eye(min(rows, cols)), rtol=0, atol=1e-5)
+            assert torch.equal(module.bias, torch.zeros_like(module.bias))
+            checked += 1
+    assert checked == 5  # fc.0, q.0, q.2, v.1, fcc

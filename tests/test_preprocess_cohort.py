@@ -1,0 +1,72 @@
+"""preprocess_cohort on real NIfTI files: outputs, determinism, fail/skip behaviour."""
+
+import filecmp
+
+import numpy as np
+import pytest
+
+from gliomil.brats import find_subjects
+from gliomil.errors import GliomilError
+from gliomil.preprocess import (PreprocessSettings, load_bag, preprocess_cohort, read_manifest,
+                                read_slice_table)
+
+SETTINGS = PreprocessSettings(image_size=16)
+SUFFIXES = {"flair": "flair", "t1": "t1", "t1ce": "t1ce", "t2": "t2", "seg": "seg"}
+
+
+@pytest.fixture(scope="module")
+def preprocessed(tiny_cohort, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pre") / "preprocessed"
+    report = preprocess_cohort(find_subjects(tiny_cohort), out, SETTINGS, SUFFIXES, workers=2, progress=False)
+    return out, report
+
+
+def test_manifest_and_slices_describe_every_subject(preprocessed, tiny_cohort):
+    out, report = preprocessed
+    manifest = read_manifest(out)
+    assert report.subjects_found == 14 and report.skipped == []
+    assert list(manifest.columns) == ["subject_id", "patient_id", "grade", "label", "n_slices", "slices_file",
+                                      "content_sha256", "source_files"]
+    assert (manifest["label"] == (manifest["grade"] == "HGG").astype(int)).all()
+    slices = read_slice_table(out)
+    for row in manifest.itertuples():
+        bag = load_bag(out, row.subject_id)
+        assert isinstance(bag, np.memmap) and bag.dtype == np.float16
+        assert bag.shape == (row.n_slices, 4, 16, 16)
+        assert np.isfinite(bag).all()
+        rows = slices[slices["subject_id"] == row.subject_id]
+        assert rows["slice"].tolist() == list(range(row.n_slices))
+        assert rows["tumour_fraction"].between(0, 1).all()
+        assert (rows["tumour_fraction"] > 0).any(), "every synthetic subject has a tumour"
+        assert all(str(tiny_cohort) in f for f in row.source_files.split(";"))
+
+
+def test_output_is_identical_for_one_and_two_workers(preprocessed, tiny_cohort, tmp_path):
+    out, _ = preprocessed
+    serial = tmp_path / "serial"
+    preprocess_cohort(find_subjects(tiny_cohort), serial, SETTINGS, SUFFIXES, workers=1, progress=False)
+    compare = filecmp.dircmp(out, serial)
+    assert compare.left_only == compare.right_only == compare.diff_files == []
+    slice_files = sorted(p.name for p in (out / "slices").iterdir())
+    assert filecmp.cmpfiles(out / "slices", serial / "slices", slice_files, shallow=False)[0] == slice_files
+
+
+def test_fail_mode_names_subject_and_file_and_leaves_nothing(copy_of_tiny_cohort, tmp_path):
+    case = sorted((copy_of_tiny_cohort / "HGG").iterdir())[1]
+    (case / f"{case.name}_t2.nii.gz").unlink()
+    out = tmp_path / "preprocessed"
+    with pytest.raises(GliomilError) as info:
+        preprocess_cohort(find_subjects(copy_of_tiny_cohort), out, SETTINGS, SUFFIXES, workers=2, progress=False)
+    message = str(info.value)
+    assert case.name in message and "t2" in message and "\n" not in message
+    assert not out.exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_skip_mode_lists_the_bad_subject(copy_of_tiny_cohort, tmp_path):
+    case = sorted((copy_of_tiny_cohort / "LGG").iterdir())[0]
+    (case / f"{case.name}_flair.nii.gz").write_bytes(b"\x1f\x8b truncated")
+    report = preprocess_cohort(find_subjects(copy_of_tiny_cohort), tmp_path / "pre", SETTINGS, SUFFIXES,
+                               on_error="skip", workers=1, progress=False)
+    assert [s for s, _ in report.skipped] == [case.name]
+    assert f"{case.name}_flair.nii.gz" in report.skipped[0][1]
+    assert case.name not in set(report.manifest["subject_id"]) and len(report.manifest) == 13
