@@ -7,8 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from gliomil.synthetic import synthesize_cohort
+
+# Test tensors are tiny: a second intra-op thread only adds synchronisation, and when the
+# machine is busy OpenMP's waiting threads made the training tests six times slower.
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_SHAPE = (32, 32, 24)

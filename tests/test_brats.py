@@ -174,6 +174,9 @@ def test_load_subject_returns_checked_volumes(tmp_path):
     np.testing.assert_array_equal(volumes.seg, tumour())
     np.testing.assert_array_equal(volumes.affine, np.eye(4))
     assert set(volumes.files) == {*MODALITIES, "seg"}
+    # NIfTI's x-fastest order is kept: no transposing copies, contiguous axial slices.
+    assert volumes.seg.flags.f_contiguous
+    assert all(channel.flags.f_contiguous for channel in volumes.images)
 
 
 # ----------------------------------------------------------------------------- subject errors
@@ -313,6 +316,15 @@ def test_nan_values(tmp_path):
     expect_input_error(subject, path, "3 voxel(s) are NaN or infinite")
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+def test_float64_values_beyond_float32_are_not_finite(tmp_path):
+    subject = one_subject(tmp_path)
+    data = brain().astype(np.float64)
+    data[0, 0, 0] = 1e300  # becomes inf in the float32 volumes
+    path = save(data, subject.directory / "Brats18_X_t1.nii.gz")
+    expect_input_error(subject, path, "1 voxel(s) are NaN or infinite")
+
+
 def test_empty_brain(tmp_path):
     subject = one_subject(tmp_path)
     for key in MODALITIES:
@@ -320,10 +332,18 @@ def test_empty_brain(tmp_path):
     expect_input_error(subject, subject.directory / "Brats18_X_flair.nii.gz", "empty brain mask")
 
 
-@pytest.mark.parametrize("bad_labels, listed", [((3,), "3"), ((7, 3), "3, 7")])
-def test_unexpected_seg_labels(tmp_path, bad_labels, listed):
+@pytest.mark.parametrize(
+    "dtype, bad_labels, listed",
+    [
+        (np.uint8, (3,), "3"),
+        (np.uint8, (7, 3), "3, 7"),
+        (np.int16, (5, -1), "-1, 5"),
+        (np.float32, (3,), "3"),  # float seg: rounded first, then the same check
+    ],
+)
+def test_unexpected_seg_labels(tmp_path, dtype, bad_labels, listed):
     subject = one_subject(tmp_path)
-    seg = tumour()
+    seg = tumour().astype(dtype)
     seg[0, 0, : len(bad_labels)] = bad_labels
     path = save(seg, subject.directory / "Brats18_X_seg.nii.gz")
     error = expect_input_error(subject, path)
@@ -352,6 +372,18 @@ def test_seg_with_scl_slope_is_scaled_then_rounded(tmp_path):
 
     assert volumes.seg.dtype == np.uint8
     np.testing.assert_array_equal(volumes.seg, tumour())
+
+
+def test_modality_with_scl_slope_and_inter_is_rescaled(tmp_path):
+    subject = one_subject(tmp_path)
+    image = nib.Nifti1Image((brain() / 100).astype(np.int16), np.eye(4))  # 1 in the brain box
+    image.header.set_slope_inter(2.5, 10.0)
+    nib.save(image, subject.directory / "Brats18_X_t1ce.nii.gz")
+
+    volumes = load_subject(subject)
+
+    np.testing.assert_array_equal(volumes.images[2], np.where(brain() > 0, 12.5, 10.0))
+    assert volumes.images.dtype == np.float32
 
 
 def test_las_image_comes_back_flipped_to_ras(tmp_path):

@@ -17,10 +17,11 @@ pytestmark = pytest.mark.slow
 
 def _tiny_params() -> dict:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["folds"] = [0, 1, 2]
-    params["synthesize"].update(n_hgg=9, n_lgg=6, shape=[32, 32, 24], workers=1)
+    params["synthesize"].update(n_hgg=10, n_lgg=6, shape=[32, 32, 24], workers=1)
     params["preprocess"].update(image_size=16, workers=2)
     params["split"]["inner_val_fraction"] = 0.5
+    params["train"].update(epochs=2, bag_size=8, plot_every=1)
+    params["train"]["model"].update(width=4, depth=2)
     return params
 
 
@@ -49,37 +50,86 @@ def pipeline_repo(tmp_path) -> Path:
     return repo
 
 
+def _dvc(repo: Path, *args) -> str:
+    return run_tool([DVC, *args], repo, env=tool_env(repo / "src")).stdout
+
+
 def _repro(repo: Path, *args) -> str:
-    return run_tool([DVC, "repro", *args], repo, env=tool_env(repo / "src")).stdout
+    return _dvc(repo, "repro", *args)
 
 
-def test_dvc_repro_runs_the_data_stages_then_is_up_to_date(pipeline_repo):
+def _stages_run(output: str) -> set[str]:
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
+
+
+FOLD_STAGES = {f"{stage}@{k}" for stage in ("train", "evaluate") for k in range(5)}
+
+
+def test_dvc_repro_runs_every_stage_then_is_up_to_date(pipeline_repo):
     out = _repro(pipeline_repo)
-    for stage in ("synthesize", "preprocess", "split"):
-        assert f"Running stage '{stage}'" in out
+    assert _stages_run(out) == {"synthesize", "preprocess", "split", "aggregate"} | FOLD_STAGES
 
     manifest = pd.read_csv(pipeline_repo / "data/preprocessed/manifest.csv")
-    assert sorted(manifest["grade"].value_counts().items()) == [("HGG", 9), ("LGG", 6)]
-    folds = [json.loads((pipeline_repo / f"data/splits/fold_{k}.json").read_text()) for k in range(3)]
+    assert sorted(manifest["grade"].value_counts().items()) == [("HGG", 10), ("LGG", 6)]
+    folds = [json.loads((pipeline_repo / f"data/splits/fold_{k}.json").read_text()) for k in range(5)]
     assert sorted(s for f in folds for s in f["test"]) == sorted(manifest["subject_id"])
-    counts = json.loads((pipeline_repo / "metrics/split.json").read_text())
-    assert set(counts) == {"fold_0", "fold_1", "fold_2"}
-    assert (pipeline_repo / "dvc.lock").is_file()
+    for k in range(5):
+        assert (pipeline_repo / f"models/fold_{k}/best.pt").is_file()
+        weights = json.loads((pipeline_repo / f"models/fold_{k}/class_weights.json").read_text())
+        assert weights["use_class_weights"] and weights["LGG"] > 1 > weights["HGG"]
+        assert f"fold {k}: class weights: LGG=" in out
+        assert sorted(p.name for p in (pipeline_repo / f"plots/train/fold_{k}").glob("epoch_002_*.png")) == [
+            "epoch_002_attention.png", "epoch_002_confusion.png", "epoch_002_curves.png", "epoch_002_roc.png"]
+    summary = json.loads((pipeline_repo / "metrics/train/fold_0/metrics.json").read_text())
+    assert {"auc", "loss", "mil"} <= set(summary["val"]) and "collapse_epochs" in summary
+    held_out = json.loads((pipeline_repo / "metrics/eval/fold_3.json").read_text())
+    assert {"auc", "pr_auc", "brier", "ece", "at_0.5", "at_youden_inner_val", "mil"} <= set(held_out)
+    cv = json.loads((pipeline_repo / "metrics/cv_summary.json").read_text())
+    assert cv["patients"] == 16 and 0 <= cv["pooled"]["ci_low"] <= cv["pooled"]["auc"] <= cv["pooled"]["ci_high"]
+    table = pd.read_csv(pipeline_repo / "reports/cv_folds.csv")
+    assert list(table.columns) == ["Fold", "AUC", "F1", "Acc", "Class balance", "Status"] and len(table) == 5
+    report = (pipeline_repo / "reports/audit.md").read_text()
+    checklist = [line for line in report.splitlines() if line.startswith("- [")]
+    assert len(checklist) == 7 and all("**passed**" in line or "**failed**" in line for line in checklist)
+    assert "MIL diagnostics logged in all epochs: **passed**" in report
+    assert "Plots saved per epoch (plot_every=1): **passed**" in report
+    assert (pipeline_repo / "reports/roc.png").stat().st_size > 0
 
     again = _repro(pipeline_repo)
-    assert "Running stage" not in again
+    assert _stages_run(again) == set()
     assert "Data and pipelines are up to date." in again
 
-    shown = run_tool([DVC, "metrics", "show"], pipeline_repo).stdout
+    shown = _dvc(pipeline_repo, "metrics", "show")
     assert "metrics/preprocess.json" in shown and "slices_total" in shown
+    assert "metrics/train/fold_4/metrics.json" in shown and "best.val_auc" in shown
 
-    # Changing a preprocess param re-runs preprocess and split, not synthesize.
+    # The audit knob re-runs the training stages only.
+    run_tool(["git", "add", "-A"], pipeline_repo)
+    run_tool(["git", "commit", "-qm", "baseline run"], pipeline_repo)
+    experiment = _dvc(pipeline_repo, "exp", "run", "-n", "smoothing-0.1", "-S", "label_smoothing=0.1")
+    assert _stages_run(experiment) == FOLD_STAGES | {"aggregate"}
+    metrics_diff = _dvc(pipeline_repo, "metrics", "diff")
+    # smoothed targets change every training loss (a tiny 2-epoch model may rank patients the same)
+    assert all(f"metrics/train/fold_{k}/metrics.json" in metrics_diff for k in range(5))
+    assert "train.loss" in metrics_diff
+    _dvc(pipeline_repo, "plots", "diff", "-o", "plots_html")
+    html = (pipeline_repo / "plots_html/index.html").read_text()
+    assert "Held-out ROC" in html and "Pooled confusion at 0.5" in html
+    shown = _dvc(pipeline_repo, "exp", "show", "--csv")
+    assert "smoothing-0.1" in shown and "label_smoothing" in shown and "pooled.auc" in shown
+    compared = run_tool([sys.executable, "-m", "gliomil.compare", "HEAD", "smoothing-0.1"], pipeline_repo,
+                        env=tool_env(pipeline_repo / "src")).stdout
+    rows = [line for line in compared.splitlines() if line.startswith("| ") and "->" in line]
+    assert len(rows) == 5 and "Pooled out-of-fold AUC" in compared
+    unknown = run_tool([sys.executable, "-m", "gliomil.compare", "HEAD", "no-such-run"], pipeline_repo,
+                       env=tool_env(pipeline_repo / "src"), check=False)
+    assert unknown.returncode == 1 and unknown.stderr.strip().startswith("error: cannot read the metrics of 'no-such-run'")
+
+    # A preprocess param re-runs preprocess and what depends on it, not synthesize.
     params = _tiny_params()
     params["preprocess"]["image_size"] = 12
     _write_params(pipeline_repo, params)
-    changed = _repro(pipeline_repo)
-    assert "Running stage 'preprocess'" in changed and "Running stage 'split'" in changed
-    assert "Running stage 'synthesize'" not in changed
+    assert _stages_run(_repro(pipeline_repo)) == {"preprocess", "split", "aggregate"} | FOLD_STAGES
 
 
 def test_bad_subject_fails_with_one_line_and_leaves_no_output(pipeline_repo):
@@ -107,4 +157,4 @@ def test_bad_subject_fails_with_one_line_and_leaves_no_output(pipeline_repo):
     assert skipped["subject_id"].tolist() == [bad.name]
     assert t1ce.name in skipped["reason"][0]
     manifest = pd.read_csv(pipeline_repo / "data/preprocessed/manifest.csv")
-    assert bad.name not in set(manifest["subject_id"]) and len(manifest) == 14
+    assert bad.name not in set(manifest["subject_id"]) and len(manifest) == 15

@@ -47,6 +47,8 @@ CROSS_YEAR_ID_COLUMNS = (
 AFFINE_TOLERANCE_MM = 1e-3
 # Seg values within this distance of a whole number are float noise from scl_slope/inter.
 LABEL_ROUNDING_TOLERANCE = 1e-3
+# numpy dtype kinds of stored data that are whole numbers: bool, signed and unsigned integers.
+_INTEGER_KINDS = "biu"
 # Everything nibabel, gzip and numpy raise for a file that is not a readable NIfTI image
 # (wrong format, bad gzip stream, truncated data, inconsistent header).
 _UNREADABLE_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, ValueError, zlib.error)
@@ -68,6 +70,8 @@ class Volumes:
 
     images: float32 (4, X, Y, Z), channels in MODALITIES order, scanner intensities.
     seg:    uint8 (X, Y, Z), labels within {0, 1, 2, 4}.
+    Each channel and the seg are stored x-fastest (Fortran order), as NIfTI stores voxels: reading
+    needs no transposing copy, and every axial slice [:, :, z] is one contiguous block.
     affine: float64 (4, 4), voxel -> world (mm), RAS+ axes.
     files:  the source file of each key in flair, t1, t1ce, t2, seg.
     """
@@ -295,21 +299,32 @@ def load_subject(subject: Subject, suffixes: dict[str, str] = DEFAULT_SUFFIXES) 
     canonical_affine = affine @ nib.orientations.inv_ornt_aff(orientation, shape)
     canonical_shape = tuple(shape[axis] for axis in np.argsort(orientation[:, 0]))
 
-    # The seg is checked before the 4-channel array exists, so its float temporaries are
-    # freed before the largest allocation (peak memory on 240x240x155 volumes).
-    labels = _seg_labels(subject_id, files["seg"], _read_float32(subject_id, files["seg"], headers["seg"], shape))
-    seg = np.ascontiguousarray(nib.apply_orientation(labels, orientation), dtype=np.uint8)
+    # The seg is checked before the 4-channel array exists, so its temporaries are freed
+    # before the largest allocation (peak memory on 240x240x155 volumes).
+    labels = _seg_labels(subject_id, files["seg"], _read_stored(subject_id, files["seg"], headers["seg"], shape))
+    # apply_orientation flips/transposes views; this copies only when it did either.
+    seg = np.asfortranarray(nib.apply_orientation(labels, orientation))
     del labels
 
-    images = np.empty((len(MODALITIES), *canonical_shape), dtype=np.float32)
+    images = _fortran_channels(len(MODALITIES), canonical_shape)
     for channel, key in enumerate(MODALITIES):
-        data = _read_float32(subject_id, files[key], headers[key], shape)
-        _check_finite(subject_id, files[key], data)
+        data = _read_stored(subject_id, files[key], headers[key], shape)
+        # One pass converts the stored dtype to float32 and reorients, straight into place.
         images[channel] = nib.apply_orientation(data, orientation)
+        # Integers always convert to finite float32; floats are checked after the conversion,
+        # which can overflow (float64 beyond float32's range becomes inf).
+        if data.dtype.kind not in _INTEGER_KINDS:
+            _check_finite(subject_id, files[key], images[channel])
         del data
-    if not images.any():
+    # any() stops at the first non-zero channel, normally flair.
+    if not any(channel.any() for channel in images):
         raise InputError(subject_id, files["flair"], "all four modalities are zero everywhere (empty brain mask)")
     return Volumes(images=images, seg=seg, affine=canonical_affine, files=files)
+
+
+def _fortran_channels(count: int, shape: tuple) -> np.ndarray:
+    """Uninitialised float32 (count, X, Y, Z) whose channels are each x-fastest, like NIfTI data."""
+    return np.empty((count, *shape[::-1]), dtype=np.float32).transpose(0, 3, 2, 1)
 
 
 def _open_image(subject_id: str, path: Path) -> nib.spatialimages.SpatialImage:
@@ -346,24 +361,48 @@ def _check_same_grid(subject_id: str, path: Path, image, shape: tuple, affine: n
         )
 
 
-def _read_float32(subject_id: str, path: Path, image, shape: tuple) -> np.ndarray:
-    """Voxel values, float32 (X, Y, Z), with scl_slope/scl_inter applied."""
+def _read_stored(subject_id: str, path: Path, image, shape: tuple) -> np.ndarray:
+    """Voxel values (X, Y, Z), x-fastest, in the stored dtype; floating point where scl_slope/scl_inter apply.
+
+    Unlike get_fdata(dtype=float32) this makes no float copy of integer data: the caller converts
+    once, while copying into place. The image object keeps no cached copy either.
+    """
     try:
-        # caching="unchanged": the image object must not keep a second copy alive.
-        data = image.get_fdata(dtype=np.float32, caching="unchanged")
+        data = np.asanyarray(image.dataobj)
     except _UNREADABLE_ERRORS as error:
         raise InputError(subject_id, path, f"cannot read image data ({_one_line(error)})") from error
     return data.reshape(shape)
 
 
 def _check_finite(subject_id: str, path: Path, data: np.ndarray) -> None:
-    bad = data.size - np.count_nonzero(np.isfinite(data))
-    if bad:
+    """Raise InputError if any value of float ``data`` is NaN or infinite.
+
+    min and max propagate NaN and reach +-inf when present, so two reductions without temporaries
+    decide; voxels are counted only for the message. initial=0 covers empty arrays.
+    """
+    if not (np.isfinite(data.min(initial=0)) and np.isfinite(data.max(initial=0))):
+        bad = data.size - np.count_nonzero(np.isfinite(data))
         raise InputError(subject_id, path, f"{bad} voxel(s) are NaN or infinite")
 
 
 def _seg_labels(subject_id: str, path: Path, data: np.ndarray) -> np.ndarray:
-    """Seg values (float32, any shape) rounded to whole numbers, checked to lie in SEG_LABELS."""
+    """Seg values (any shape and dtype) as uint8 labels, checked to be whole numbers in SEG_LABELS.
+
+    Stored integers are whole numbers already. Other values (a float seg, or one rescaled by
+    scl_slope/scl_inter) are read as float32, then must be finite and round to whole numbers.
+    """
+    if data.dtype.kind not in _INTEGER_KINDS:
+        data = _whole_numbers(subject_id, path, np.asarray(data, dtype=np.float32))
+    if not _only_seg_labels(data):
+        unexpected = np.unique(data[~np.isin(data, SEG_LABELS)])
+        raise InputError(
+            subject_id, path, f"seg has labels {_listed(unexpected)} outside {{{_listed(SEG_LABELS)}}}"
+        )
+    return data.astype(np.uint8)
+
+
+def _whole_numbers(subject_id: str, path: Path, data: np.ndarray) -> np.ndarray:
+    """float32 ``data`` rounded to whole numbers; InputError if any is not finite or not near one."""
     _check_finite(subject_id, path, data)
     labels = np.rint(data)
     fractional = np.abs(data - labels) > LABEL_ROUNDING_TOLERANCE
@@ -374,12 +413,21 @@ def _seg_labels(subject_id: str, path: Path, data: np.ndarray) -> np.ndarray:
             f"seg has non-integer values {_listed(np.unique(data[fractional]))}; "
             f"expected labels {_listed(SEG_LABELS)}",
         )
-    unexpected = np.unique(labels[~np.isin(labels, SEG_LABELS)])
-    if unexpected.size:
-        raise InputError(
-            subject_id, path, f"seg has labels {_listed(unexpected)} outside {{{_listed(SEG_LABELS)}}}"
-        )
     return labels
+
+
+def _only_seg_labels(labels: np.ndarray) -> bool:
+    """Whether whole-number ``labels`` all lie in SEG_LABELS.
+
+    A min, a max and one comparison per value missing from SEG_LABELS between them: much cheaper
+    than np.isin or np.unique on a full volume, which are kept for the error message.
+    initial=0 (a valid label) covers empty arrays.
+    """
+    low, high = labels.min(initial=0), labels.max(initial=0)
+    if low < min(SEG_LABELS) or high > max(SEG_LABELS):
+        return False
+    gaps = [value for value in range(int(low), int(high) + 1) if value not in SEG_LABELS]
+    return not any((labels == gap).any() for gap in gaps)
 
 
 # ----------------------------------------------------------------------------- messages

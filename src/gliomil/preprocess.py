@@ -21,9 +21,11 @@ import multiprocessing
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from .brats import MODALITIES, Subject, Volumes, load_subject
@@ -54,91 +56,155 @@ class SliceBag:
 
 
 def brain_mask(images: np.ndarray) -> np.ndarray:
-    """Brain voxels of skull-stripped images (4, X, Y, Z): any modality non-zero. Returns bool (X, Y, Z)."""
-    return np.any(images != 0, axis=0)
+    """Brain voxels of skull-stripped images (C, X, Y, Z): any modality non-zero. Returns bool (X, Y, Z).
 
-
-def clip_and_zscore(volume: np.ndarray, mask: np.ndarray, percentiles=(0.5, 99.5)) -> np.ndarray:
-    """Clip ``volume`` to the given percentiles of its brain voxels, then z-score with their mean and std.
-
-    Statistics come from voxels where ``mask`` is true only, so the amount of background does not
-    change them. Voxels outside the mask become 0. Returns float32 of the same shape.
+    Built channel by channel into one buffer: np.any(images != 0, axis=0) would first make a
+    (C, X, Y, Z) boolean temporary. The mask keeps the memory order of the channels.
     """
-    brain = volume[mask].astype(np.float64)
-    low, high = np.percentile(brain, percentiles)
-    brain = np.clip(brain, low, high)
-    std = brain.std()
-    out = np.zeros(volume.shape, dtype=np.float32)
-    # A constant modality has no contrast to standardise; centring it at 0 keeps it harmless.
-    out[mask] = (brain - brain.mean()) / (std if std > 0 else 1.0)
-    return out
+    mask = images[0] != 0
+    nonzero = np.empty_like(mask)
+    for channel in images[1:]:
+        mask |= np.not_equal(channel, 0, out=nonzero)
+    return mask
 
 
-def square_bounding_box(mask: np.ndarray) -> tuple[int, int, int]:
-    """Smallest in-plane square holding every true voxel of ``mask`` (X, Y, Z).
+class ZScore(NamedTuple):
+    """How one modality is normalised: clip to [low, high], then (value - mean) / std."""
+
+    low: float
+    high: float
+    mean: float
+    std: float
+
+
+def zscore_parameters(brain: np.ndarray, percentiles=(0.5, 99.5)) -> ZScore:
+    """Clip range and z-score statistics of one modality from its brain voxels.
+
+    brain: float32 (N,), N >= 1, the modality's values at the brain voxels; sorted and clipped in place.
+    low and high are the given percentiles (0-100) of ``brain``, interpolated linearly as np.percentile
+    does; mean and std (population) are those of ``brain`` clipped to [low, high], accumulated in float64
+    without float64 copies. A constant modality gets std 1: it has no contrast to standardise, and
+    centring it at 0 keeps it harmless.
+    """
+    # numpy's SIMD sort beats np.partition with the four ranks needed, and leaves every rank readable.
+    brain.sort()
+    low, high = _sorted_percentiles(brain, percentiles)
+    np.clip(brain, low, high, out=brain)
+    mean = float(brain.mean(dtype=np.float64))
+    # Deviations are rounded to float32 once; their squares are summed in float64.
+    deviations = np.subtract(brain, mean, dtype=np.float64, out=np.empty_like(brain))
+    std = float(np.sqrt(np.square(deviations, out=deviations).sum(dtype=np.float64) / brain.size))
+    return ZScore(low, high, mean, std if std > 0 else 1.0)
+
+
+def _sorted_percentiles(ascending: np.ndarray, percentiles) -> tuple[float, ...]:
+    """np.percentile(ascending, percentiles) (method "linear", in float64) of an already sorted 1-D array."""
+    position = np.asarray(percentiles, dtype=np.float64) / 100 * (ascending.size - 1)
+    below = np.floor(position).astype(np.intp)
+    above = np.minimum(below + 1, ascending.size - 1)
+    lower, upper = ascending[below].astype(np.float64), ascending[above].astype(np.float64)
+    return tuple(float(value) for value in lower + (upper - lower) * (position - below))
+
+
+def clip_and_zscore(values: np.ndarray, mask: np.ndarray, zscore: ZScore) -> np.ndarray:
+    """Normalise float32 ``values`` in place with ``zscore``; where bool ``mask`` (same shape) is false, 0.
+
+    Returns ``values``. Python-float parameters keep the arithmetic in float32.
+    """
+    np.clip(values, zscore.low, zscore.high, out=values)
+    values -= zscore.mean
+    values /= zscore.std
+    np.copyto(values, 0.0, where=~mask)
+    return values
+
+
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
+    """Smallest box holding every non-zero element of a non-empty N-d ``mask``: one slice per axis."""
+    box = []
+    for axis in range(mask.ndim):
+        hits = np.flatnonzero(mask.any(axis=tuple(other for other in range(mask.ndim) if other != axis)))
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)
+
+
+def enclosing_square(x_box: slice, y_box: slice) -> tuple[int, int, int]:
+    """Smallest in-plane square holding the box x_box x y_box, the shorter extent centred inside it.
 
     Returns (x0, y0, side): the square spans [x0, x0 + side) x [y0, y0 + side) and may reach
-    outside the volume, where :func:`crop_square` pads with zeros.
+    outside the volume.
     """
-    xs = np.flatnonzero(mask.any(axis=(1, 2)))
-    ys = np.flatnonzero(mask.any(axis=(0, 2)))
-    x0, x1 = xs[0], xs[-1] + 1
-    y0, y1 = ys[0], ys[-1] + 1
-    side = int(max(x1 - x0, y1 - y0))
-    # Centre the shorter extent inside the square.
-    x0 -= (side - (x1 - x0)) // 2
-    y0 -= (side - (y1 - y0)) // 2
-    return int(x0), int(y0), side
+    width, height = x_box.stop - x_box.start, y_box.stop - y_box.start
+    side = max(width, height)
+    return x_box.start - (side - width) // 2, y_box.start - (side - height) // 2, side
 
 
-def crop_square(array: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray:
-    """Crop the in-plane axes of ``array`` (..., X, Y, Z) to [x0, x0+side) x [y0, y0+side).
+def resize_weights(size_in: int, size_out: int) -> np.ndarray:
+    """Antialiased linear resampling of one axis as a matrix: float32 (size_out, size_in), rows summing to 1.
 
-    Parts of the square outside the array are zero-filled. Returns (..., side, side, Z).
+    The weights of torch.nn.functional.interpolate(mode="bilinear", antialias=True, align_corners=False)
+    along one axis: a triangle filter on each output pixel's centre, in input pixels, widened by the
+    downscale factor when shrinking so that every input pixel counts (the antialiasing). Rows are
+    normalised, so near the borders, where the filter is cut off, the remaining weights still sum to 1.
+    Applying it to both axes of a plane P (size_in, size_in) gives W @ P @ W.T.
     """
-    size_x, size_y = array.shape[-3], array.shape[-2]
-    out = np.zeros(array.shape[:-3] + (side, side, array.shape[-1]), dtype=array.dtype)
-    sx0, sx1 = max(x0, 0), min(x0 + side, size_x)
-    sy0, sy1 = max(y0, 0), min(y0 + side, size_y)
-    out[..., sx0 - x0:sx1 - x0, sy0 - y0:sy1 - y0, :] = array[..., sx0:sx1, sy0:sy1, :]
-    return out
+    scale = size_in / size_out
+    half_width = max(scale, 1.0)
+    centres = scale * (np.arange(size_out) + 0.5)
+    distance = (np.arange(size_in) + 0.5 - centres[:, None]) / half_width
+    weights = np.maximum(1.0 - np.abs(distance), 0.0)
+    return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def resize_slices(stack: np.ndarray, size: int) -> np.ndarray:
-    """Resize slices (S, C, H, W) to (S, C, size, size) with antialiased bilinear interpolation (float32)."""
-    import torch
-    import torch.nn.functional as F
+def resample(planes: np.ndarray, weights_rows: np.ndarray, weights_columns: np.ndarray) -> np.ndarray:
+    """Resample every plane of float32 (S, A, B): returns (S, A', B'), weights_rows @ plane @ weights_columns.T.
 
-    if stack.shape[-2:] == (size, size):
-        return stack.astype(np.float32, copy=False)
-    tensor = torch.from_numpy(np.ascontiguousarray(stack, dtype=np.float32))
-    resized = F.interpolate(tensor, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return resized.numpy()
+    weights_rows: (A', A); weights_columns: (B', B). Two matrix products, each through BLAS; the
+    weights (often strided views) are made contiguous first, which keeps numpy on its fastest path.
+    """
+    columns_resampled = planes @ np.ascontiguousarray(weights_columns.T)
+    return np.ascontiguousarray(weights_rows) @ columns_resampled
 
 
 def preprocess_volumes(volumes: Volumes, settings: PreprocessSettings) -> SliceBag:
-    """Normalise, crop, select and resize one subject's volumes. See the module docstring for the steps."""
+    """Normalise, crop, select and resize one subject's volumes. See the module docstring for the steps.
+
+    The output equals cropping the normalised volume to the square, zero-padded, and resizing it, but
+    only the brain's bounding box is normalised and resampled: outside it every normalised voxel is 0,
+    so the square's columns outside the box are simply dropped from the resampling weights.
+    """
     images, seg = volumes.images, volumes.seg
     mask = brain_mask(images)
-    normalised = np.stack([clip_and_zscore(images[m], mask, settings.clip_percentiles) for m in range(len(images))])
-    x0, y0, side = square_bounding_box(mask)
-    mask_crop = crop_square(mask, x0, y0, side)
-    tumour_crop = crop_square(seg > 0, x0, y0, side) & mask_crop
+    # The box comes from two projections, each one pass over the mask: brain pixels per axial
+    # slice (the square holds all of each slice's brain) and the brain's in-plane footprint.
+    brain_pixels = np.count_nonzero(mask, axis=(0, 1))  # (Z,)
+    (z_box,) = bounding_box(brain_pixels)
+    x_box, y_box = bounding_box(mask.any(axis=2))
+    x0, y0, side = enclosing_square(x_box, y_box)
 
-    brain_pixels = mask_crop.sum(axis=(0, 1))
     brain_fraction = brain_pixels / float(side * side)
     keep = np.flatnonzero(brain_fraction >= settings.min_brain_fraction)
     if keep.size == 0:
         raise ValueError(f"no axial slice has a brain fraction >= {settings.min_brain_fraction}")
-    tumour_fraction = tumour_crop.sum(axis=(0, 1))[keep] / np.maximum(brain_pixels[keep], 1)
+    position = (keep - z_box.start) / max(z_box.stop - 1 - z_box.start, 1)
 
-    brain_z = np.flatnonzero(brain_pixels)
-    extent = max(int(brain_z[-1] - brain_z[0]), 1)
-    position = (keep - brain_z[0]) / extent
+    # In-plane box, axial planes first: (Z, box Y, box X) views. With x-fastest (NIfTI) data each
+    # plane is contiguous, so selecting planes copies whole blocks. ``keep`` indexes Z directly
+    # (with min_brain_fraction 0 it may hold slices without brain, which come out as zeros).
+    mask_planes = mask[x_box, y_box].T
+    brain_in_box, kept_mask = mask_planes[z_box], mask_planes[keep]
+    tumour_pixels = np.count_nonzero((seg[x_box, y_box].T[keep] > 0) & kept_mask, axis=(1, 2))
+    tumour_fraction = tumour_pixels / np.maximum(brain_pixels[keep], 1)
 
-    # Only kept slices are cropped and resized: (C, side, side, S) -> (S, C, side, side).
-    kept = crop_square(normalised[..., keep], x0, y0, side).transpose(3, 0, 1, 2)
-    slices = resize_slices(kept, settings.image_size).astype(np.float16)
+    weights = resize_weights(side, settings.image_size)
+    weights_x = weights[:, x_box.start - x0:x_box.stop - x0]
+    weights_y = weights[:, y_box.start - y0:y_box.stop - y0]
+    slices = np.empty((keep.size, len(images), settings.image_size, settings.image_size), dtype=np.float16)
+    for channel, volume in enumerate(images):
+        planes = volume[x_box, y_box].T
+        zscore = zscore_parameters(planes[z_box][brain_in_box], settings.clip_percentiles)
+        kept = clip_and_zscore(planes[keep], kept_mask, zscore)
+        # (S, Y', X') -> (S, X', Y'): slices are stored (S, C, X, Y) like the volumes.
+        slices[:, channel] = resample(kept, weights_y, weights_x).transpose(0, 2, 1)
     return SliceBag(slices, keep, position, brain_fraction[keep], tumour_fraction)
 
 
@@ -192,13 +258,6 @@ def _process_subject(job: _Job):
     return subject, None, (row, slice_rows)
 
 
-def _init_worker():
-    import torch
-
-    # Processes, not threads, give the parallelism; more threads per worker would oversubscribe.
-    torch.set_num_threads(1)
-
-
 @dataclass
 class CohortReport:
     subjects_found: int
@@ -223,7 +282,10 @@ def preprocess_cohort(subjects: list[Subject], out_dir: Path, settings: Preproce
     jobs = [_Job(s, dict(suffixes), settings, tmp_dir) for s in subjects]
     rows, slice_tables, skipped = [], [], []
     try:
-        with _pool(workers) as pool:
+        # One BLAS thread per process, set before the pool forks so workers inherit it: processes give
+        # the parallelism (more threads would oversubscribe the cores), and a fixed thread count keeps
+        # the output the same for any number of workers.
+        with threadpool_limits(limits=1, user_api="blas"), _pool(workers) as pool:
             results = pool.imap(_process_subject, jobs) if pool else map(_process_subject, jobs)
             for subject, error, result in tqdm(results, total=len(jobs), desc="preprocess",
                                                unit="subject", disable=not progress):
@@ -255,7 +317,7 @@ class _pool:
 
     def __enter__(self):
         if self.workers > 1:
-            self.pool = multiprocessing.get_context("fork").Pool(self.workers, initializer=_init_worker)
+            self.pool = multiprocessing.get_context("fork").Pool(self.workers)
         return self.pool
 
     def __exit__(self, *exc):

@@ -32,3 +32,10 @@ def write_text(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, data) -> None:
     """Write ``data`` as indented JSON (atomically)."""
     write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def fold_argument(argv: list[str], folds: list[int], script: str) -> int:
+    """The fold number a per-fold stage is called with (``python stages/<script> <fold>``)."""
+    if len(argv) != 1 or not argv[0].isdigit() or int(argv[0]) not in folds:
+        raise GliomilError(f"usage: python stages/{script} <fold>, with fold one of {folds}; got {argv}")
+    return int(argv[0])

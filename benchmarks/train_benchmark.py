@@ -1,0 +1,102 @@
+"""Training throughput: real training steps on preprocessed bags against pure compute on random tensors.
+
+    python benchmarks/train_benchmark.py [--preprocessed data/preprocessed] [--steps 30]
+
+Needs `dvc repro split` (or a full repro) first. Reports, for the params in params.yaml:
+- slices/s of full training steps (bag reading + forward + loss + backward + optimiser step);
+- slices/s of the same steps on random tensors already in memory (the encoder's pure compute);
+- their ratio, and the share of a step spent reading bags (target: under 10%);
+- the cost of one epoch's MIL diagnostics next to the epoch (the audit claimed under 1%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from gliomil import params as P
+from gliomil.data import BagSet, sample_slices
+from gliomil.diagnostics import batch_diagnostics, summarize
+from gliomil.losses import mil_loss
+from gliomil.split import FoldSplit
+from gliomil.train import autocast_dtype, config_from_params
+
+
+def step(model, optimizer, x, sizes, y, dtype):
+    with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+        out = model(x, sizes)
+    loss = mil_loss(out.bag_logits.float(), out.max_instance_logits.float(), y, 0.2, (1.9, 0.68))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preprocessed", default="data/preprocessed")
+    parser.add_argument("--steps", type=int, default=30)
+    args = parser.parse_args()
+
+    config = config_from_params(P.load_params())
+    dtype = autocast_dtype(torch.device("cpu"), config.amp)
+    train_set = BagSet.load(args.preprocessed, FoldSplit.read("data/splits/fold_0.json").train)
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    model = config.model.build().train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    batch = config.batch_size
+    shape = train_set.bags[0].shape[1:]
+
+    def read_batch():
+        chosen = rng.choice(len(train_set), size=batch, replace=False)
+        picks = [sample_slices(len(train_set.bags[i]), config.bag_size, rng) for i in chosen]
+        x = torch.from_numpy(np.concatenate([train_set.bags[i][p] for i, p in zip(chosen, picks)]).astype(np.float32))
+        return x, [len(p) for p in picks], torch.from_numpy(train_set.labels[chosen])
+
+    for _ in range(3):  # warm-up: allocator, oneDNN kernels
+        step(model, optimizer, *read_batch(), dtype)
+
+    read_seconds, step_seconds, slices, outputs = 0.0, 0.0, 0, []
+    for _ in range(args.steps):
+        tick = time.perf_counter()
+        x, sizes, y = read_batch()
+        tock = time.perf_counter()
+        outputs.append(step(model, optimizer, x, sizes, y, dtype))
+        read_seconds += tock - tick
+        step_seconds += time.perf_counter() - tock
+        slices += len(x)
+
+    fixed = torch.randn(config.batch_size * config.bag_size, *shape)
+    fixed_sizes = [config.bag_size] * config.batch_size
+    fixed_y = torch.tensor([1, 0] * (config.batch_size // 2) + [1] * (config.batch_size % 2))
+    tick = time.perf_counter()
+    for _ in range(args.steps):
+        step(model, optimizer, fixed, fixed_sizes, fixed_y, dtype)
+    pure_seconds = time.perf_counter() - tick
+
+    attention = np.concatenate([o.attention.detach().numpy() for o in outputs])
+    scores = np.concatenate([o.instance_logits.detach().float().numpy() for o in outputs])
+    sizes = np.concatenate([o.bag_sizes.numpy() for o in outputs])
+    tick = time.perf_counter()
+    summarize(batch_diagnostics(attention, scores, bag_sizes=sizes, top_k=config.top_k))
+    diagnostics_seconds = time.perf_counter() - tick
+
+    total = read_seconds + step_seconds
+    pure_rate = config.batch_size * config.bag_size * args.steps / pure_seconds
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, precision "
+          f"{'float32' if dtype is None else dtype}, slices {tuple(shape)}, "
+          f"{config.batch_size} bags x {config.bag_size} slices, width {config.model.width}, depth {config.model.depth}")
+    print("| measure | value |\n|---|---|")
+    print(f"| training steps on real bags | {slices / total:.0f} slices/s |")
+    print(f"| pure compute on random tensors | {pure_rate:.0f} slices/s |")
+    print(f"| ratio real / pure | {slices / total / pure_rate:.2f} |")
+    print(f"| reading bags, share of a step | {100 * read_seconds / total:.2f}% |")
+    print(f"| MIL diagnostics of {args.steps} steps, share of those steps | {100 * diagnostics_seconds / total:.3f}% |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Scoring a fold's held-out patients: metrics at two thresholds, per-patient predictions, plot data.
+
+The decision threshold is either the fixed 0.5 (comparable with the audited script) or the one that
+maximises Youden's J on the fold's inner-validation patients; the held-out patients never choose it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (accuracy_score, average_precision_score, balanced_accuracy_score, brier_score_loss,
+                             confusion_matrix, f1_score, matthews_corrcoef, precision_recall_curve, roc_auc_score,
+                             roc_curve)
+
+from .data import BagSet
+from .train import BagScores
+
+
+def youden_threshold(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """The probability threshold maximising sensitivity + specificity - 1 (ties: the highest threshold).
+
+    Needs both classes. scikit-learn's first ROC threshold is +inf (predict nothing positive); it is
+    clipped to 1.0 so the value stays a probability.
+    """
+    fpr, tpr, thresholds = roc_curve(labels, probabilities)
+    best = int(np.argmax(tpr - fpr))
+    return float(min(thresholds[best], 1.0))
+
+
+def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, n_bins: int = 10) -> float:
+    """Mean |observed HGG rate - mean predicted probability| over ``n_bins`` equal-width bins, weighted by bin size."""
+    bins = np.minimum((probabilities * n_bins).astype(int), n_bins - 1)
+    error = 0.0
+    for b in np.unique(bins):
+        members = bins == b
+        error += members.mean() * abs(labels[members].mean() - probabilities[members].mean())
+    return float(error)
+
+
+def threshold_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict:
+    """Classification metrics of predicting HGG when probability >= ``threshold`` (HGG = 1 is positive)."""
+    predicted = (probabilities >= threshold).astype(int)
+    tn, fp, fn, tp = confusion_matrix(labels, predicted, labels=[0, 1]).ravel()
+    n_hgg, n_lgg = tp + fn, tn + fp
+    return {
+        "threshold": float(threshold),
+        "f1": float(f1_score(labels, predicted, zero_division=0)),
+        "f1_macro": float(f1_score(labels, predicted, average="macro", zero_division=0)),
+        "accuracy": float(accuracy_score(labels, predicted)),
+        "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)),
+        "sensitivity": float(tp / n_hgg) if n_hgg else float("nan"),
+        "specificity": float(tn / n_lgg) if n_lgg else float("nan"),
+        "mcc": float(matthews_corrcoef(labels, predicted)),
+        "confusion": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
+        "hgg_detected": f"{int(tp)}/{int(n_hgg)} HGG",
+        "predicted_hgg": int(tp + fp),
+        "predicted_lgg": int(tn + fn),
+    }
+
+
+def ranking_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict:
+    """Threshold-free metrics: ROC AUC, PR AUC (average precision), Brier score, expected calibration error."""
+    return {
+        "auc": float(roc_auc_score(labels, probabilities)),
+        "pr_auc": float(average_precision_score(labels, probabilities)),
+        "brier": float(brier_score_loss(labels, probabilities)),
+        "ece": expected_calibration_error(labels, probabilities),
+    }
+
+
+def fold_metrics(test_labels: np.ndarray, test_probabilities: np.ndarray, youden: float) -> dict:
+    """All held-out metrics of a fold, labelled by the threshold they use."""
+    return {
+        **ranking_metrics(test_labels, test_probabilities),
+        "at_0.5": threshold_metrics(test_labels, test_probabilities, 0.5),
+        "at_youden_inner_val": threshold_metrics(test_labels, test_probabilities, youden),
+    }
+
+
+def patient_predictions(bag_set: BagSet, scores: BagScores, youden: float, top: int = 3) -> pd.DataFrame:
+    """One row per patient: grade, probability, predictions at both thresholds, critical and most attended slices."""
+    attention = np.split(scores.attention, np.cumsum(scores.bag_sizes)[:-1])
+    probabilities = scores.probabilities
+    return pd.DataFrame({
+        "subject_id": bag_set.subject_ids,
+        "grade": np.where(bag_set.labels == 1, "HGG", "LGG"),
+        "label": bag_set.labels,
+        "probability": probabilities.round(6),
+        "predicted_at_0.5": (probabilities >= 0.5).astype(int),
+        "predicted_at_youden": (probabilities >= youden).astype(int),
+        "critical_slice": scores.critical,
+        "most_attended_slices": [" ".join(map(str, np.argsort(-a, kind="stable")[:top])) for a in attention],
+    })
+
+
+def curve_tables(labels: np.ndarray, probabilities: np.ndarray, n_bins: int = 10) -> dict[str, pd.DataFrame]:
+    """Data of the ROC, precision-recall and calibration plots."""
+    fpr, tpr, roc_thresholds = roc_curve(labels, probabilities)
+    precision, recall, _ = precision_recall_curve(labels, probabilities)
+    bins = np.minimum((probabilities * n_bins).astype(int), n_bins - 1)
+    calibration = pd.DataFrame({"bin": bins, "probability": probabilities, "label": labels}).groupby("bin").agg(
+        mean_predicted=("probability", "mean"), observed_hgg_rate=("label", "mean"), patients=("label", "size"))
+    return {
+        "roc": pd.DataFrame({"fpr": fpr.round(6), "tpr": tpr.round(6),
+                             "threshold": np.minimum(roc_thresholds, 1.0).round(6)}),
+        "precision_recall": pd.DataFrame({"recall": recall.round(6), "precision": precision.round(6)}),
+        "calibration": calibration.reset_index().round(6),
+    }

@@ -1,0 +1,88 @@
+"""Per-epoch figures: learning curves, validation ROC and confusion matrix, attention over slices.
+
+Each function draws one figure to a PNG path and closes it. Matplotlib runs headless (Agg).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay, confusion_matrix  # noqa: E402
+
+GRADE_NAMES = ("LGG", "HGG")
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def plot_learning_curves(history: list[dict], path: Path) -> None:
+    """Training and validation loss and AUC against epoch, from the logged history."""
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, key in zip(axes, ("loss", "auc")):
+        for split in ("train", "val"):
+            ax.plot(epochs, [h[f"{split}/{key}"] for h in history], marker=".", label=split)
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.legend()
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_roc(labels: np.ndarray, probabilities: np.ndarray, path: Path, title: str) -> None:
+    """ROC curve of HGG (positive) against LGG."""
+    plot_rocs({"DSMIL": (labels, probabilities)}, path, title)
+
+
+def plot_rocs(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> None:
+    """ROC curves overlaid, one per ``name -> (labels, probabilities)``."""
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    for name, (labels, probabilities) in curves.items():
+        if len(np.unique(labels)) == 2:
+            RocCurveDisplay.from_predictions(labels, probabilities, ax=ax, name=name)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    ax.set_title(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_confusion(labels: np.ndarray, predicted: np.ndarray, path: Path, title: str) -> None:
+    """Confusion matrix with LGG/HGG axes (rows: true grade)."""
+    matrix = confusion_matrix(labels, predicted, labels=[0, 1])
+    fig, ax = plt.subplots(figsize=(3.6, 3.4))
+    ConfusionMatrixDisplay(matrix, display_labels=GRADE_NAMES).plot(ax=ax, colorbar=False)
+    ax.set_title(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_attention(examples: list[dict], path: Path, title: str) -> None:
+    """Attention over each example bag's slices, tumour slices shaded.
+
+    Each example: ``subject_id``, ``grade``, ``probability``, ``attention`` (N,), ``tumour_fraction`` (N,),
+    ``critical`` (index).
+    """
+    fig, axes = plt.subplots(len(examples), 1, figsize=(7, 1.8 * len(examples)), squeeze=False)
+    for ax, ex in zip(axes[:, 0], examples):
+        index = np.arange(len(ex["attention"]))
+        tumour = np.asarray(ex["tumour_fraction"]) > 0
+        ax.bar(index[tumour], np.ones(tumour.sum()) * ex["attention"].max() * 1.1, width=1.0,
+               color="#f4c7c3", label="tumour slice")
+        ax.bar(index, ex["attention"], width=0.8, color="#3b6ea5", label="attention")
+        ax.axvline(ex["critical"], color="black", linestyle="--", linewidth=1, label="critical slice")
+        ax.axhline(1 / len(index), color="grey", linestyle=":", linewidth=1, label="uniform 1/N")
+        ax.set_ylabel("weight")
+        ax.set_title(f"{ex['subject_id']} ({ex['grade']}), P(HGG) = {ex['probability']:.2f}", fontsize=9)
+    axes[0, 0].legend(fontsize=7, loc="upper right", ncol=4)
+    axes[-1, 0].set_xlabel("slice (inferior to superior)")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)

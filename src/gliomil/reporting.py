@@ -1,0 +1,76 @@
+"""Per-epoch reporting of a training fold: DVCLive metrics and the figures of :mod:`gliomil.plots`."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .data import BagSet
+from .plots import plot_attention, plot_confusion, plot_learning_curves, plot_roc
+
+
+def attention_examples(val_set: BagSet, n_hgg: int = 2, n_lgg: int = 1) -> list[int]:
+    """Indices of a few fixed validation patients (the first HGG and LGG ids in sorted order)."""
+    order = sorted(range(len(val_set)), key=lambda i: val_set.subject_ids[i])
+    hgg = [i for i in order if val_set.labels[i] == 1][:n_hgg]
+    lgg = [i for i in order if val_set.labels[i] == 0][:n_lgg]
+    return hgg + lgg
+
+
+class EpochReporter:
+    """Called after each epoch: logs every value to ``live`` and, every ``plot_every`` epochs, draws figures.
+
+    Figure names are deterministic: ``<plot_dir>/epoch_<NNN>_{curves,roc,confusion,attention}.png``.
+    A failing figure is reported through ``log`` and never stops training.
+    """
+
+    def __init__(self, live, plot_dir: Path, plot_every: int, fold: int, val_set: BagSet,
+                 log: Callable[[str], None] = print):
+        self.live = live
+        self.plot_dir = Path(plot_dir)
+        self.plot_every = plot_every
+        self.fold = fold
+        self.val_set = val_set
+        self.examples = attention_examples(val_set)
+        self.log = log
+        self.history: list[dict] = []
+
+    def __call__(self, epoch: int, logged: dict, val_scores) -> None:
+        self.history.append(logged)
+        for name, value in logged.items():
+            # DVC reads metrics as JSON, which has no NaN (e.g. AUC of a one-class batch).
+            if name != "epoch" and value is not None and math.isfinite(value):
+                self.live.log_metric(name, value)
+        self.live.next_step()
+        if self.plot_every and epoch % self.plot_every == 0:
+            try:
+                self.plot(epoch, val_scores)
+            except Exception as exc:  # a figure is never worth a lost training run
+                self.log(f"WARNING: fold {self.fold} epoch {epoch}: plotting failed: {type(exc).__name__}: {exc}")
+
+    def plot(self, epoch: int, val_scores) -> None:
+        stem = self.plot_dir / f"epoch_{epoch:03d}"
+        title = f"fold {self.fold}, epoch {epoch}, inner validation"
+        labels, probabilities = self.val_set.labels, val_scores.probabilities
+        plot_learning_curves(self.history, Path(f"{stem}_curves.png"))
+        plot_roc(labels, probabilities, Path(f"{stem}_roc.png"), title)
+        plot_confusion(labels, (probabilities >= 0.5).astype(int), Path(f"{stem}_confusion.png"), title)
+        attention = split_by_bag_np(val_scores.attention, val_scores.bag_sizes)
+        examples = [{
+            "subject_id": self.val_set.subject_ids[i],
+            "grade": "HGG" if self.val_set.labels[i] else "LGG",
+            "probability": float(probabilities[i]),
+            "attention": attention[i],
+            "tumour_fraction": self.val_set.tumour_fraction[i],
+            "critical": int(val_scores.critical[i]),
+        } for i in self.examples]
+        if examples:
+            plot_attention(examples, Path(f"{stem}_attention.png"), title)
+
+
+def split_by_bag_np(flat: np.ndarray, bag_sizes: np.ndarray) -> list[np.ndarray]:
+    """Split a flat per-slice array into one array per bag."""
+    return np.split(flat, np.cumsum(bag_sizes)[:-1])

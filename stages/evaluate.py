@@ -1,0 +1,55 @@
+"""Stage evaluate@<fold>: score the fold's held-out patients with its best checkpoint.
+
+Writes metrics/eval/fold_<k>.json (at threshold 0.5 and at the Youden threshold of the inner-validation
+patients) and plots/eval/fold_<k>/ (per-patient predictions, ROC, precision-recall, calibration data).
+
+Usage: python stages/evaluate.py <fold>
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+
+from gliomil import params as P
+from gliomil.data import BagSet
+from gliomil.evaluate import curve_tables, fold_metrics, patient_predictions, youden_threshold
+from gliomil.split import FoldSplit
+from gliomil.stage import fold_argument, run_stage, write_json, write_text
+from gliomil.train import autocast_dtype, config_from_params, load_checkpoint, score_bags, whole_bag_summary
+
+PREPROCESSED = "data/preprocessed"
+
+
+def main():
+    params = P.load_params()
+    fold = fold_argument(sys.argv[1:], P.folds(params), "evaluate.py")
+    config = config_from_params(params)
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = autocast_dtype(device, config.amp)
+    model, checkpoint = load_checkpoint(f"models/fold_{fold}/best.pt", device)
+    split = FoldSplit.read(f"data/splits/fold_{fold}.json")
+    val_set = BagSet.load(PREPROCESSED, split.inner_val)
+    test_set = BagSet.load(PREPROCESSED, split.test)
+
+    val_scores = score_bags(model, val_set.bags, device, config.eval_chunk, dtype)
+    youden = youden_threshold(val_set.labels, val_scores.probabilities)
+    test_scores = score_bags(model, test_set.bags, device, config.eval_chunk, dtype)
+    probabilities = test_scores.probabilities
+
+    metrics = {"fold": fold, "best_epoch": checkpoint["epoch"], "n_test": len(test_set),
+               **fold_metrics(test_set.labels, probabilities, youden)}
+    metrics["mil"] = whole_bag_summary(test_scores, test_set, config.top_k)
+    write_json(f"metrics/eval/fold_{fold}.json", metrics)
+    out_dir = Path(f"plots/eval/fold_{fold}")
+    write_text(out_dir / "predictions.csv", patient_predictions(test_set, test_scores, youden).to_csv(index=False))
+    for name, table in curve_tables(test_set.labels, probabilities).items():
+        write_text(out_dir / f"{name}.csv", table.to_csv(index=False))
+    fixed, tuned = metrics["at_0.5"], metrics["at_youden_inner_val"]
+    print(f"fold {fold}: held-out AUC {metrics['auc']:.3f}; at 0.5: F1 {fixed['f1']:.3f}, {fixed['hgg_detected']}; "
+          f"at Youden {youden:.3f} (inner validation): F1 {tuned['f1']:.3f}, {tuned['hgg_detected']}")
+
+
+if __name__ == "__main__":
+    run_stage(main)
