@@ -3,7 +3,7 @@
     python benchmarks/train_benchmark.py [--preprocessed data/preprocessed] [--steps 30]
 
 Needs `dvc repro split` (or a full repro) first. Reports, for the params in params.yaml:
-- slices/s of full training steps (bag reading + forward + loss + backward + optimiser step);
+- slices/s of full training steps (bag reading and augmentation + forward + loss + backward + optimiser step);
 - slices/s of the same steps on random tensors already in memory (the encoder's pure compute);
 - their ratio, and the share of a step spent reading bags (target: under 10%);
 - the cost of one epoch's MIL diagnostics next to the epoch (the audit claimed under 1%).
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from gliomil import params as P
-from gliomil.data import BagSet, sample_slices
+from gliomil.data import BagSet, draw_bags
 from gliomil.diagnostics import batch_diagnostics, summarize
 from gliomil.losses import mil_loss
 from gliomil.split import FoldSplit
@@ -53,9 +53,8 @@ def main():
 
     def read_batch():
         chosen = rng.choice(len(train_set), size=batch, replace=False)
-        picks = [sample_slices(len(train_set.bags[i]), config.bag_size, rng) for i in chosen]
-        x = torch.from_numpy(np.concatenate([train_set.bags[i][p] for i, p in zip(chosen, picks)]).astype(np.float32))
-        return x, [len(p) for p in picks], torch.from_numpy(train_set.labels[chosen])
+        slices, picks = draw_bags(train_set, chosen, config.bag_size, rng, config.augment)
+        return torch.from_numpy(slices), [len(p) for p in picks], torch.from_numpy(train_set.labels[chosen])
 
     for _ in range(3):  # warm-up: allocator, oneDNN kernels
         step(model, optimizer, *read_batch(), dtype)

@@ -90,3 +90,16 @@ def augment_bag(slices: np.ndarray, rng: np.random.Generator, gain_sigma: float 
     if rng.random() < 0.5:
         out = out[..., ::-1, :]
     return out
+
+
+def draw_bags(bag_set: BagSet, indices: np.ndarray, bag_size: int, rng: np.random.Generator,
+              augment: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The slices of one training step: a random bag of each chosen subject, concatenated.
+
+    Returns float32 (sum N_b, 4, H, W) and, per bag, the indices of its slices within the subject.
+    """
+    picks = [sample_slices(len(bag_set.bags[i]), bag_size, rng) for i in indices]
+    bags = [bag_set.bags[i][p].astype(np.float32) for i, p in zip(indices, picks)]
+    if augment:
+        bags = [augment_bag(bag, rng) for bag in bags]
+    return np.concatenate(bags), picks

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
 
-from .data import BagSet, augment_bag, epoch_order, sample_slices
+from .data import BagSet, draw_bags, epoch_order
 from .diagnostics import CollapseThresholds, batch_diagnostics, collapse_warning, detect_collapse, summarize
 from .losses import class_weights_from_counts, mil_loss
 from .model import DSMIL
@@ -222,11 +222,8 @@ def train_fold(config: TrainConfig, fold: int, train_set: BagSet, val_set: BagSe
         order = epoch_order(train_set.labels, rng, config.weighted_sampler)
         for start in range(0, len(order), config.batch_size):
             batch = order[start:start + config.batch_size]
-            picks = [sample_slices(len(train_set.bags[i]), config.bag_size, rng) for i in batch]
-            bags = [train_set.bags[i][p].astype(np.float32) for i, p in zip(batch, picks)]
-            if config.augment:
-                bags = [augment_bag(bag, rng) for bag in bags]
-            x = torch.from_numpy(np.concatenate(bags)).to(device)
+            slices, picks = draw_bags(train_set, batch, config.bag_size, rng, config.augment)
+            x = torch.from_numpy(slices).to(device)
             y = torch.from_numpy(train_set.labels[batch]).to(device)
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 out = model(x, [len(p) for p in picks])
