@@ -27,14 +27,20 @@ def youden_threshold(labels: np.ndarray, probabilities: np.ndarray) -> float:
     return float(min(thresholds[best], 1.0))
 
 
-def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, n_bins: int = 10) -> float:
-    """Mean |observed HGG rate - mean predicted probability| over ``n_bins`` equal-width bins, weighted by bin size."""
+def calibration_table(labels: np.ndarray, probabilities: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
+    """Per non-empty bin of ``n_bins`` equal-width probability bins: mean predicted probability,
+    observed HGG rate and number of patients."""
     bins = np.minimum((probabilities * n_bins).astype(int), n_bins - 1)
-    error = 0.0
-    for b in np.unique(bins):
-        members = bins == b
-        error += members.mean() * abs(labels[members].mean() - probabilities[members].mean())
-    return float(error)
+    frame = pd.DataFrame({"bin": bins, "probability": probabilities, "label": labels})
+    return frame.groupby("bin").agg(mean_predicted=("probability", "mean"), observed_hgg_rate=("label", "mean"),
+                                    patients=("label", "size")).reset_index()
+
+
+def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, n_bins: int = 10) -> float:
+    """Mean |observed HGG rate - mean predicted probability| over equal-width bins, weighted by bin size."""
+    table = calibration_table(labels, probabilities, n_bins)
+    gaps = (table["observed_hgg_rate"] - table["mean_predicted"]).abs()
+    return float((gaps * table["patients"]).sum() / table["patients"].sum())
 
 
 def threshold_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict:
@@ -79,7 +85,7 @@ def fold_metrics(test_labels: np.ndarray, test_probabilities: np.ndarray, youden
 
 def patient_predictions(bag_set: BagSet, scores: BagScores, youden: float, top: int = 3) -> pd.DataFrame:
     """One row per patient: grade, probability, predictions at both thresholds, critical and most attended slices."""
-    attention = np.split(scores.attention, np.cumsum(scores.bag_sizes)[:-1])
+    attention = scores.attention_per_bag()
     probabilities = scores.probabilities
     return pd.DataFrame({
         "subject_id": bag_set.subject_ids,
@@ -97,12 +103,9 @@ def curve_tables(labels: np.ndarray, probabilities: np.ndarray, n_bins: int = 10
     """Data of the ROC, precision-recall and calibration plots."""
     fpr, tpr, roc_thresholds = roc_curve(labels, probabilities)
     precision, recall, _ = precision_recall_curve(labels, probabilities)
-    bins = np.minimum((probabilities * n_bins).astype(int), n_bins - 1)
-    calibration = pd.DataFrame({"bin": bins, "probability": probabilities, "label": labels}).groupby("bin").agg(
-        mean_predicted=("probability", "mean"), observed_hgg_rate=("label", "mean"), patients=("label", "size"))
     return {
         "roc": pd.DataFrame({"fpr": fpr.round(6), "tpr": tpr.round(6),
                              "threshold": np.minimum(roc_thresholds, 1.0).round(6)}),
         "precision_recall": pd.DataFrame({"recall": recall.round(6), "precision": precision.round(6)}),
-        "calibration": calibration.reset_index().round(6),
+        "calibration": calibration_table(labels, probabilities, n_bins).round(6),
     }

@@ -6,8 +6,6 @@ import math
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from .data import BagSet
 from .plots import plot_attention, plot_confusion, plot_learning_curves, plot_roc
 
@@ -58,7 +56,7 @@ class EpochReporter:
         plot_learning_curves(self.history, Path(f"{stem}_curves.png"))
         plot_roc(labels, probabilities, Path(f"{stem}_roc.png"), title)
         plot_confusion(labels, (probabilities >= 0.5).astype(int), Path(f"{stem}_confusion.png"), title)
-        attention = split_by_bag_np(val_scores.attention, val_scores.bag_sizes)
+        attention = val_scores.attention_per_bag()
         examples = [{
             "subject_id": self.val_set.subject_ids[i],
             "grade": "HGG" if self.val_set.labels[i] else "LGG",
@@ -70,7 +68,3 @@ class EpochReporter:
         if examples:
             plot_attention(examples, Path(f"{stem}_attention.png"), title)
 
-
-def split_by_bag_np(flat: np.ndarray, bag_sizes: np.ndarray) -> list[np.ndarray]:
-    """Split a flat per-slice array into one array per bag."""
-    return np.split(flat, np.cumsum(bag_sizes)[:-1])

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
 
+from . import params as P
 from .data import BagSet, draw_bags, epoch_order
 from .diagnostics import CollapseThresholds, batch_diagnostics, collapse_warning, detect_collapse, summarize
 from .losses import class_weights_from_counts, mil_loss
@@ -101,6 +102,10 @@ class BagScores:
     @property
     def probabilities(self) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-self.bag_logits))
+
+    def attention_per_bag(self) -> list[np.ndarray]:
+        """The flat attention split into one (N_b,) array per bag."""
+        return np.split(self.attention, np.cumsum(self.bag_sizes)[:-1])
 
     @classmethod
     def concat(cls, parts: list["BagScores"]) -> "BagScores":
@@ -308,8 +313,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
 
 def config_from_params(params: dict) -> TrainConfig:
     """Read and check the training keys of params.yaml (top-level seed and audit knobs, and ``train``)."""
-    from . import params as P
-
     diag = "train.diagnostics"
     return TrainConfig(
         seed=P.integer(params, "seed", low=0),
