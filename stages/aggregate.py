@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from gliomil import params as P
-from gliomil.aggregate import StatusRules, fold_statuses, mean_and_std, pooled_auc_with_ci, seed_table
+from gliomil.aggregate import STATUSES, StatusRules, fold_statuses, mean_and_std, pooled_auc_with_ci, seed_table
 from gliomil.audit import FoldRecord, checklist, render_report
 from gliomil.plots import plot_confusion, plot_rocs
 from gliomil.stage import run_stage, write_json, write_text
@@ -33,7 +33,7 @@ def main():
     statuses = {}
     for key in ("at_0.5", "at_youden_inner_val"):
         statuses[key] = fold_statuses([m[key] for m in fold_metrics], rules)
-        summary[f"status_{key}"] = {s: statuses[key].count(s) for s in ("Critical", "Needs improvement", "Good", "Best")}
+        summary[f"status_{key}"] = {s: statuses[key].count(s) for s in STATUSES}
     summary["folds_mean_std"] = mean_and_std(fold_metrics)
     write_json("metrics/cv_summary.json", summary)
     write_text("plots/cv/pooled_predictions.csv", predictions.to_csv(index=False))

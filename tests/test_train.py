@@ -1,7 +1,6 @@
 """Training loop: learning on a toy task, reproducibility, class weights, sampling, diagnostics, reporting."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -24,7 +24,6 @@ from typing import NamedTuple, Sequence, Union
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 __all__ = [
     "BagSizes",
