@@ -12,9 +12,10 @@ import pandas as pd
 
 from gliomil import params as P
 from gliomil.aggregate import STATUSES, StatusRules, fold_statuses, mean_and_std, pooled_auc_with_ci, seed_table
-from gliomil.audit import FoldRecord, checklist, render_report
+from gliomil.audit import FoldRecord, checklist, read_mil_history, render_report
 from gliomil.plots import plot_confusion, plot_rocs
 from gliomil.stage import run_stage, write_json, write_text
+from gliomil.train import collapse_thresholds_from_params
 
 
 def main():
@@ -46,7 +47,7 @@ def main():
                for k, group in predictions.groupby("fold")}, Path("reports/roc.png"), "Held-out ROC per fold")
     plot_confusion(predictions["label"].to_numpy(), predictions["predicted_at_0.5"].to_numpy(),
                    Path("reports/confusion.png"), "Pooled held-out, threshold 0.5")
-    items = checklist(records, plot_every, rules.min_recall)
+    items = checklist(records, plot_every, rules.min_recall, collapse_thresholds_from_params(params))
     write_text("reports/audit.md", render_report(table, summary, records, items, params,
                                                  ["reports/roc.png", "reports/confusion.png"]))
     for item in items:
@@ -62,13 +63,12 @@ def read_json(path):
 
 def fold_record(fold: int, held_out: dict) -> FoldRecord:
     live = Path(f"metrics/train/fold_{fold}")
-    epochs_logged = len(Path(live / "plots/metrics/val/mil/mean_normalized_entropy.tsv").read_text().splitlines()) - 1
     return FoldRecord(
         fold=fold,
         held_out=held_out,
         training=read_json(live / "metrics.json"),
         class_weights=read_json(f"models/fold_{fold}/class_weights.json"),
-        epochs_logged=epochs_logged,
+        mil_history=read_mil_history(live),
         epochs_trained=len(Path(live / "plots/metrics/val/loss.tsv").read_text().splitlines()) - 1,
         figures=len(list(Path(f"plots/train/fold_{fold}").glob("*.png"))),
     )

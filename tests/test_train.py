@@ -12,8 +12,8 @@ from gliomil.data import BagSet, augment_bag, epoch_order, sample_slices
 from gliomil.diagnostics import CollapseThresholds
 from gliomil.errors import ParamsError
 from gliomil.reporting import EpochReporter
-from gliomil.train import (ModelConfig, TrainConfig, autocast_dtype, classification_metrics, config_from_params,
-                           load_checkpoint, score_bags, train_fold)
+from gliomil.train import (BagScores, ModelConfig, TrainConfig, autocast_dtype, classification_metrics,
+                           config_from_params, load_checkpoint, score_bags, train_fold)
 
 TINY_MODEL = ModelConfig(width=8, depth=2)
 
@@ -143,6 +143,32 @@ def test_autocast_choice():
     assert autocast_dtype(torch.device("cpu"), amp=False) is None
     assert autocast_dtype(torch.device("cuda"), amp=True) == torch.float16
     assert autocast_dtype(torch.device("cpu"), amp=True) in (None, torch.bfloat16)
+
+
+def test_probability_rules_read_one_or_both_streams():
+    logits = dict(bag_logits=np.array([0.0, np.log(3.0)]), max_instance_logits=np.array([np.log(3.0), -np.log(3.0)]),
+                  instance_logits=np.zeros(5), attention=np.full(5, 0.2), critical=np.array([0, 1]),
+                  bag_sizes=np.array([2, 3]))
+    bag_only = BagScores(**logits, prediction="bag_stream")
+    both = BagScores(**logits, prediction="both_streams")
+    np.testing.assert_allclose(bag_only.probabilities, [0.5, 0.75])
+    np.testing.assert_allclose(both.probabilities, [(0.5 + 0.75) / 2, (0.75 + 0.25) / 2])
+    assert BagScores.concat([both, both]).prediction == "both_streams"
+    with pytest.raises(ValueError, match="prediction must be one of"):
+        ModelConfig(prediction="max").build()
+
+
+def test_the_checkpoint_keeps_the_prediction_rule(toy_data, tmp_path):
+    train_set, val_set = toy_data
+    model_config = ModelConfig(width=8, depth=2, prediction="both_streams")
+    train_fold(tiny_config(epochs=1, model=model_config), 0, train_set, val_set, tmp_path / "best.pt",
+               log=lambda _: None)
+    model, _ = load_checkpoint(tmp_path / "best.pt")
+    scores = score_bags(model, val_set.bags, torch.device("cpu"))
+    assert model.prediction == scores.prediction == "both_streams"
+    bag = 1 / (1 + np.exp(-scores.bag_logits))
+    instance = 1 / (1 + np.exp(-scores.max_instance_logits))
+    np.testing.assert_allclose(scores.probabilities, (bag + instance) / 2, rtol=1e-6)
 
 
 def test_classification_metrics_counts_predicted_hgg():

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .diagnostics import COLLAPSE_KINDS, LOGGED_KEYS, CollapseThresholds, detect_collapse
+
 
 @dataclass(frozen=True)
 class FoldRecord:
@@ -19,9 +21,40 @@ class FoldRecord:
     held_out: dict          # metrics/eval/fold_<k>.json
     training: dict          # metrics/train/fold_<k>/metrics.json (DVCLive summary)
     class_weights: dict     # models/fold_<k>/class_weights.json
-    epochs_logged: int      # rows of the fold's per-epoch MIL diagnostics log
+    mil_history: pd.DataFrame  # read_mil_history() of the fold's DVCLive directory
     epochs_trained: int
     figures: int            # PNG files in plots/train/fold_<k>
+
+
+def read_mil_history(live_dir: str | Path) -> pd.DataFrame:
+    """The per-epoch MIL diagnostics DVCLive logged for one fold.
+
+    One row per (split, epoch) for split ``train`` and ``val``, with columns ``split``, ``step``
+    and one per :data:`~gliomil.diagnostics.LOGGED_KEYS`; a value that was never logged is NaN.
+    """
+    frames = []
+    for split in ("train", "val"):
+        columns = {}
+        for key in LOGGED_KEYS:
+            path = Path(live_dir) / "plots" / "metrics" / split / "mil" / f"{key}.tsv"
+            if path.exists():
+                columns[key] = pd.read_csv(path, sep="\t", index_col="step")[key]
+        frame = pd.DataFrame(columns).reindex(columns=list(LOGGED_KEYS)).rename_axis("step").reset_index()
+        frames.append(frame.assign(split=split))
+    return pd.concat(frames, ignore_index=True)[["split", "step", *LOGGED_KEYS]]
+
+
+def recount_collapse(mil_history: pd.DataFrame, thresholds: CollapseThresholds) -> dict[str, int]:
+    """Collapse epochs recounted from logged diagnostics (training and validation rows together)."""
+    verdicts = [detect_collapse(row, thresholds) for row in mil_history[list(LOGGED_KEYS)].to_dict("records")]
+    return {kind: verdicts.count(kind) for kind in COLLAPSE_KINDS}
+
+
+def epochs_with_all_diagnostics(mil_history: pd.DataFrame) -> int:
+    """Epochs for which every diagnostic was logged for both training and validation bags."""
+    complete = mil_history[list(LOGGED_KEYS)].notna().all(axis=1)
+    per_split = complete.groupby(mil_history["split"]).sum()
+    return int(per_split.reindex(["train", "val"], fill_value=0).min())
 
 
 @dataclass(frozen=True)
@@ -31,13 +64,22 @@ class CheckItem:
     evidence: str
 
 
-def checklist(records: list[FoldRecord], plot_every: int, min_recall: float) -> list[CheckItem]:
-    """The seed audit's verification checklist, item by item."""
+def checklist(records: list[FoldRecord], plot_every: int, min_recall: float,
+              thresholds: CollapseThresholds) -> list[CheckItem]:
+    """The seed audit's verification checklist, item by item.
+
+    Collapse warnings are checked against the logs: the epochs that training counted as collapsed
+    must be exactly those that :func:`~gliomil.diagnostics.detect_collapse` finds in the logged
+    per-epoch diagnostics with the same thresholds.
+    """
     at = [r.held_out["at_0.5"] for r in records]
     balanced = [min(m["sensitivity"], m["specificity"]) >= min_recall for m in at]
     last = records[-1]
     figures_expected = [4 * (r.epochs_trained // plot_every) if plot_every else 0 for r in records]
-    collapse = {r.fold: r.training.get("collapse_epochs", {}) for r in records}
+    warned = {r.fold: {kind: r.training.get("collapse_epochs", {}).get(kind) for kind in COLLAPSE_KINDS}
+              for r in records}
+    recounted = {r.fold: recount_collapse(r.mil_history, thresholds) for r in records}
+    logged = {r.fold: epochs_with_all_diagnostics(r.mil_history) for r in records}
     return [
         CheckItem("Class balance improved (check confusion matrices)", all(balanced),
                   "HGG and LGG recall at 0.5 >= {:.2f} in {}/{} folds; per fold: {}".format(
@@ -47,13 +89,15 @@ def checklist(records: list[FoldRecord], plot_every: int, min_recall: float) -> 
         CheckItem(f"Fold {last.fold} no longer predicts all LGG", at[-1]["predicted_hgg"] > 0,
                   f"fold {last.fold} predicts {at[-1]['predicted_hgg']} of {last.held_out['n_test']} patients HGG "
                   f"({at[-1]['hgg_detected']})"),
-        CheckItem("MIL diagnostics logged in all epochs", all(r.epochs_logged == r.epochs_trained for r in records),
-                  "; ".join(f"fold {r.fold}: {r.epochs_logged}/{r.epochs_trained} epochs" for r in records)),
-        CheckItem("Attention collapse warnings appear if needed",
-                  all("uniform" in c and "one-hot" in c for c in collapse.values()),
-                  "collapse epochs (training + validation bags): " + "; ".join(
-                      f"fold {k}: {c.get('uniform', '?')} uniform, {c.get('one-hot', '?')} one-hot"
-                      for k, c in collapse.items())),
+        CheckItem("MIL diagnostics logged in all epochs",
+                  all(logged[r.fold] == r.epochs_trained for r in records),
+                  "epochs with every diagnostic for training and validation bags: " + "; ".join(
+                      f"fold {r.fold}: {logged[r.fold]}/{r.epochs_trained}" for r in records)),
+        CheckItem("Attention collapse warnings appear if needed", warned == recounted,
+                  "collapse epochs warned during training vs recounted from the logged diagnostics "
+                  "(training + validation bags): " + "; ".join(
+                      f"fold {k}: warned {w['uniform']} uniform, {w['one-hot']} one-hot; recounted "
+                      f"{recounted[k]['uniform']}, {recounted[k]['one-hot']}" for k, w in warned.items())),
         CheckItem(f"Plots saved per epoch (plot_every={plot_every})",
                   all(r.figures == e for r, e in zip(records, figures_expected)),
                   "; ".join(f"fold {r.fold}: {r.figures}/{e} figures" for r, e in zip(records, figures_expected))),

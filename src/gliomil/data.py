@@ -78,18 +78,19 @@ def epoch_order(labels: np.ndarray, rng: np.random.Generator, weighted_sampler: 
     return rng.choice(n, size=n, replace=True, p=weights / weights.sum())
 
 
-def augment_bag(slices: np.ndarray, rng: np.random.Generator, gain_sigma: float = 0.1) -> np.ndarray:
+def augment_bag(slices: np.ndarray, rng: np.random.Generator, gain_sigma: float = 0.1,
+                out: np.ndarray | None = None) -> np.ndarray:
     """Random left-right flip and per-modality gain of one bag's slices (S, 4, H, W), applied to the whole bag.
 
     The same transform for every slice of a bag keeps the volume consistent. A gain (multiplying
     the z-scored intensities by ``exp(N(0, gain_sigma))``) mimics scanner-to-scanner contrast
     differences and keeps the background at 0. Axis -2 is the patient's left-right axis (RAS).
+    Returns float32 (S, 4, H, W), written into ``out`` when given.
     """
-    gains = np.exp(rng.normal(0.0, gain_sigma, size=(1, slices.shape[1], 1, 1))).astype(slices.dtype)
-    out = slices * gains
+    gains = np.exp(rng.normal(0.0, gain_sigma, size=(1, slices.shape[1], 1, 1))).astype(np.float32)
     if rng.random() < 0.5:
-        out = out[..., ::-1, :]
-    return out
+        slices = slices[..., ::-1, :]
+    return np.multiply(slices, gains, out=out)
 
 
 def draw_bags(bag_set: BagSet, indices: np.ndarray, bag_size: int, rng: np.random.Generator,
@@ -97,9 +98,16 @@ def draw_bags(bag_set: BagSet, indices: np.ndarray, bag_size: int, rng: np.rando
     """The slices of one training step: a random bag of each chosen subject, concatenated.
 
     Returns float32 (sum N_b, 4, H, W) and, per bag, the indices of its slices within the subject.
+    Each bag is converted (and augmented) straight into its part of the output: one pass over the data.
     """
     picks = [sample_slices(len(bag_set.bags[i]), bag_size, rng) for i in indices]
-    bags = [bag_set.bags[i][p].astype(np.float32) for i, p in zip(indices, picks)]
-    if augment:
-        bags = [augment_bag(bag, rng) for bag in bags]
-    return np.concatenate(bags), picks
+    slices = np.empty((sum(len(p) for p in picks), *bag_set.bags[indices[0]].shape[1:]), dtype=np.float32)
+    start = 0
+    for i, p in zip(indices, picks):
+        part = slices[start:start + len(p)]
+        if augment:
+            augment_bag(bag_set.bags[i][p], rng, out=part)
+        else:
+            part[...] = bag_set.bags[i][p]
+        start += len(p)
+    return slices, picks

@@ -402,6 +402,12 @@ class CollapseThresholds:
 
 COLLAPSE_KINDS = ("uniform", "one-hot")
 
+#: The :func:`summarize` keys logged every epoch for training and inner-validation bags; they
+#: include every input of :func:`detect_collapse`, so collapse epochs can be recounted from the logs.
+LOGGED_KEYS = ("mean_normalized_entropy", "mean_effective_instances", "mean_max_attention", "mean_uniform_weight",
+               "mean_top_k_mass", "mean_score_spread", "mean_critical_position", "tumour_attention_mass",
+               "tumour_share", "attention_tumour_lift", "critical_is_tumour_rate")
+
 
 def detect_collapse(summary: Mapping[str, float], thresholds: CollapseThresholds = CollapseThresholds()) -> str | None:
     """``"uniform"``, ``"one-hot"`` or None for a :func:`summarize` dict.

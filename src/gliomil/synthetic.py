@@ -32,13 +32,13 @@ import os
 import shutil
 import uuid
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from scipy.special import ndtri
+from threadpoolctl import threadpool_limits
 
 from .errors import GliomilError, ParamsError
 
@@ -545,7 +545,9 @@ def synthesize_subject(grade: str, shape, rng: np.random.Generator) -> tuple[np.
     if grade not in GRADES:
         raise ValueError(f"grade must be one of {GRADES}, got {grade!r}")
     shape = _checked_shape(shape)
-    with _single_blas_thread():
+    # One BLAS thread: the matrix products here are small, extra threads slow everything down when the
+    # cores are busy (worker processes, other jobs), and a fixed thread count keeps results bit-identical.
+    with threadpool_limits(limits=1, user_api="blas"):
         return _synthesize(grade, shape, rng)
 
 
@@ -568,17 +570,6 @@ def _synthesize(grade: str, shape: tuple[int, int, int], rng: np.random.Generato
     seg = np.zeros(full.shape, dtype=np.uint8)
     seg[brain_box][lesion.box] = lesion.seg
     return images, seg
-
-
-def _single_blas_thread():
-    """Context that limits BLAS to one thread. The matrix products here are small: extra
-    threads gain little, slow everything down when the cores are busy (worker processes,
-    other jobs), and one fixed thread count keeps results bit-identical in every setting."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
-        return nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _checked_shape(shape) -> tuple[int, int, int]:

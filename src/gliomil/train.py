@@ -14,13 +14,15 @@ from typing import Callable
 
 import numpy as np
 import torch
+from scipy.special import expit
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
 
 from . import params as P
 from .data import BagSet, draw_bags, epoch_order
-from .diagnostics import CollapseThresholds, batch_diagnostics, collapse_warning, detect_collapse, summarize
+from .diagnostics import (LOGGED_KEYS, CollapseThresholds, batch_diagnostics, collapse_warning, detect_collapse,
+                          summarize)
 from .losses import class_weights_from_counts, mil_loss
-from .model import DSMIL
+from .model import DSMIL, PREDICTIONS
 
 
 @dataclass(frozen=True)
@@ -30,10 +32,11 @@ class ModelConfig:
     nonlinear_q: bool = True
     passing_v: bool = False
     dropout_v: float = 0.0
+    prediction: str = "bag_stream"  # see gliomil.model.PREDICTIONS
 
     def build(self) -> DSMIL:
         return DSMIL(in_channels=4, width=self.width, depth=self.depth, nonlinear_q=self.nonlinear_q,
-                     passing_v=self.passing_v, dropout_v=self.dropout_v)
+                     passing_v=self.passing_v, dropout_v=self.dropout_v, prediction=self.prediction)
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.5, 0.9)
     weight_decay: float = 1e-3
     patience: int = 10
-    select_metric: str = "auc"  # auc | loss, on the inner-validation split
+    select_metric: str = "loss"  # loss | auc, on the inner-validation split
     amp: bool = True
     plot_every: int = 1
     eval_chunk: int = 256       # slices per encoder call when scoring whole bags
@@ -88,6 +91,9 @@ def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
 
 # -- scoring ----------------------------------------------------------------------------------
 
+_ARRAYS = ("bag_logits", "max_instance_logits", "instance_logits", "attention", "critical", "bag_sizes")
+
+
 @dataclass
 class BagScores:
     """Model outputs for n bags. Per-slice arrays are flat, bag after bag (``bag_sizes`` long)."""
@@ -98,10 +104,15 @@ class BagScores:
     attention: np.ndarray            # (sum N,)
     critical: np.ndarray             # (n,) index within the bag
     bag_sizes: np.ndarray            # (n,)
+    prediction: str = "bag_stream"   # the model's rule, gliomil.model.PREDICTIONS
 
     @property
     def probabilities(self) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.bag_logits))
+        """(n,) HGG probability per bag, by the model's ``prediction`` rule."""
+        bag = expit(self.bag_logits)
+        if self.prediction == "bag_stream":
+            return bag
+        return 0.5 * (bag + expit(self.max_instance_logits))
 
     def attention_per_bag(self) -> list[np.ndarray]:
         """The flat attention split into one (N_b,) array per bag."""
@@ -109,14 +120,13 @@ class BagScores:
 
     @classmethod
     def concat(cls, parts: list["BagScores"]) -> "BagScores":
-        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in
-                     ("bag_logits", "max_instance_logits", "instance_logits", "attention", "critical", "bag_sizes")))
+        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in _ARRAYS),
+                   prediction=parts[0].prediction)
 
     @classmethod
-    def from_output(cls, out) -> "BagScores":
+    def from_output(cls, out, prediction: str) -> "BagScores":
         return cls(*(t.detach().float().cpu().numpy() if t.is_floating_point() else t.cpu().numpy()
-                     for t in (out.bag_logits, out.max_instance_logits, out.instance_logits, out.attention,
-                               out.critical, out.bag_sizes)))
+                     for t in (getattr(out, name) for name in _ARRAYS)), prediction=prediction)
 
 
 @torch.no_grad()
@@ -134,7 +144,7 @@ def score_bags(model: DSMIL, bags: list[np.ndarray], device: torch.device, chunk
         out = model.aggregator(torch.cat(feats), [len(bag)])
         parts.append(BagScores(out.bag_logits[:, 0].cpu().numpy(), out.max_instance_logits[:, 0].cpu().numpy(),
                                out.instance_logits[:, 0].cpu().numpy(), out.attention[:, 0].cpu().numpy(),
-                               out.critical[:, 0].cpu().numpy(), np.array([len(bag)])))
+                               out.critical[:, 0].cpu().numpy(), np.array([len(bag)]), model.prediction))
     return BagScores.concat(parts)
 
 
@@ -164,11 +174,6 @@ def whole_bag_summary(scores: BagScores, bag_set: BagSet, top_k: int) -> dict:
 
 
 # -- the loop ---------------------------------------------------------------------------------
-
-DIAGNOSTIC_KEYS = ("mean_normalized_entropy", "mean_effective_instances", "mean_max_attention", "mean_top_k_mass",
-                   "mean_score_spread", "mean_critical_position", "tumour_attention_mass", "tumour_share",
-                   "attention_tumour_lift", "critical_is_tumour_rate")
-
 
 @dataclass
 class FoldResult:
@@ -238,7 +243,7 @@ def train_fold(config: TrainConfig, fold: int, train_set: BagSet, val_set: BagSe
             scaler.step(optimizer)
             scaler.update()
             losses.append(loss.item() * len(batch))
-            parts.append(BagScores.from_output(out))
+            parts.append(BagScores.from_output(out, model.prediction))
             tumour.extend(train_set.tumour_fraction[i][p] for i, p in zip(batch, picks))
             positions.extend(train_set.position[i][p] for i, p in zip(batch, picks))
             labels_seen.append(train_set.labels[batch])
@@ -265,7 +270,7 @@ def train_fold(config: TrainConfig, fold: int, train_set: BagSet, val_set: BagSe
         logged = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         for split, metrics, mil in (("train", train_metrics, train_mil), ("val", val_metrics, val_mil)):
             logged.update({f"{split}/{k}": v for k, v in metrics.items()})
-            logged.update({f"{split}/mil/{k}": mil[k] for k in DIAGNOSTIC_KEYS})
+            logged.update({f"{split}/mil/{k}": mil[k] for k in LOGGED_KEYS})
         history.append(logged)
 
         improved = best is None or (_selection_key(val_metrics, config.select_metric)
@@ -310,10 +315,18 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     return model.to(device).eval(), checkpoint
 
 
+def collapse_thresholds_from_params(params: dict) -> CollapseThresholds:
+    """``train.diagnostics`` collapse thresholds of params.yaml, checked."""
+    diag = "train.diagnostics"
+    return CollapseThresholds(
+        uniform_entropy=P.number(params, f"{diag}.uniform_entropy", low=0.01, high=1.0),
+        uniform_max_ratio=P.number(params, f"{diag}.uniform_max_ratio", low=1.0),
+        onehot_max_attention=P.number(params, f"{diag}.onehot_max_attention", low=0.01, high=1.0),
+    )
+
 
 def config_from_params(params: dict) -> TrainConfig:
     """Read and check the training keys of params.yaml (top-level seed and audit knobs, and ``train``)."""
-    diag = "train.diagnostics"
     return TrainConfig(
         seed=P.integer(params, "seed", low=0),
         label_smoothing=P.number(params, "label_smoothing", low=0.0, high=0.99),
@@ -332,17 +345,14 @@ def config_from_params(params: dict) -> TrainConfig:
         amp=P.boolean(params, "train.amp"),
         plot_every=P.integer(params, "train.plot_every", low=0),
         eval_chunk=P.integer(params, "train.eval_chunk", low=1),
-        top_k=P.integer(params, f"{diag}.top_k", low=1),
-        collapse=CollapseThresholds(
-            uniform_entropy=P.number(params, f"{diag}.uniform_entropy", low=0.01, high=1.0),
-            uniform_max_ratio=P.number(params, f"{diag}.uniform_max_ratio", low=1.0),
-            onehot_max_attention=P.number(params, f"{diag}.onehot_max_attention", low=0.01, high=1.0),
-        ),
+        top_k=P.integer(params, "train.diagnostics.top_k", low=1),
+        collapse=collapse_thresholds_from_params(params),
         model=ModelConfig(
             width=P.integer(params, "train.model.width", low=1, high=512),
             depth=P.integer(params, "train.model.depth", low=1, high=8),
             nonlinear_q=P.boolean(params, "train.model.nonlinear_q"),
             passing_v=P.boolean(params, "train.model.passing_v"),
             dropout_v=P.number(params, "train.model.dropout_v", low=0.0, high=0.99),
+            prediction=P.choice(params, "train.model.prediction", PREDICTIONS),
         ),
     )
