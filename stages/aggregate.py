@@ -31,6 +31,9 @@ def main():
     summary = {"folds": len(folds), "patients": len(predictions)}
     summary["pooled"] = pooled_auc_with_ci(predictions["label"].to_numpy(), predictions["probability"].to_numpy(),
                                            n_bootstrap, seed)
+    inner_val = pd.concat([pd.read_csv(f"plots/eval/fold_{k}/inner_val_predictions.csv") for k in folds])
+    summary["pooled_inner_val"] = pooled_auc_with_ci(inner_val["label"].to_numpy(),
+                                                     inner_val["probability"].to_numpy(), n_bootstrap, seed)
     statuses = {}
     for key in ("at_0.5", "at_youden_inner_val"):
         statuses[key] = fold_statuses([m[key] for m in fold_metrics], rules)

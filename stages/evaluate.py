@@ -1,7 +1,8 @@
 """Stage evaluate@<fold>: score the fold's held-out patients with its best checkpoint.
 
 Writes metrics/eval/fold_<k>.json (at threshold 0.5 and at the Youden threshold of the inner-validation
-patients) and plots/eval/fold_<k>/ (per-patient predictions, ROC, precision-recall, calibration data).
+patients) and plots/eval/fold_<k>/ (per-patient predictions of the held-out and the inner-validation
+patients, ROC, precision-recall, calibration data).
 
 Usage: python stages/evaluate.py <fold>
 """
@@ -44,6 +45,9 @@ def main():
     write_json(f"metrics/eval/fold_{fold}.json", metrics)
     out_dir = Path(f"plots/eval/fold_{fold}")
     write_text(out_dir / "predictions.csv", patient_predictions(test_set, test_scores, youden).to_csv(index=False))
+    # The inner-validation predictions let tuning compare runs without looking at the held-out patients.
+    write_text(out_dir / "inner_val_predictions.csv",
+               patient_predictions(val_set, val_scores, youden).to_csv(index=False))
     for name, table in curve_tables(test_set.labels, probabilities).items():
         write_text(out_dir / f"{name}.csv", table.to_csv(index=False))
     fixed, tuned = metrics["at_0.5"], metrics["at_youden_inner_val"]

@@ -68,9 +68,9 @@ def checklist(records: list[FoldRecord], plot_every: int, min_recall: float,
               thresholds: CollapseThresholds) -> list[CheckItem]:
     """The seed audit's verification checklist, item by item.
 
-    Collapse warnings are checked against the logs: the epochs that training counted as collapsed
-    must be exactly those that :func:`~gliomil.diagnostics.detect_collapse` finds in the logged
-    per-epoch diagnostics with the same thresholds.
+    Collapse warnings are checked against the logs: the collapse epochs that training counted (and
+    warned about) must match, kind by kind, those that :func:`~gliomil.diagnostics.detect_collapse`
+    finds in the logged per-epoch diagnostics with the same thresholds.
     """
     at = [r.held_out["at_0.5"] for r in records]
     balanced = [min(m["sensitivity"], m["specificity"]) >= min_recall for m in at]
@@ -147,6 +147,8 @@ def render_report(table: pd.DataFrame, summary: dict, records: list[FoldRecord],
         f"- Accuracy (at 0.5): {mean_std('at_0.5/accuracy')}; balanced accuracy: {mean_std('at_0.5/balanced_accuracy')}",
         f"- Pooled out-of-fold AUC: {pooled['auc']:.4f} (95% bootstrap CI {pooled['ci_low']:.4f} to "
         f"{pooled['ci_high']:.4f}, {summary['patients']} patients)",
+        f"- Pooled inner-validation AUC (the patients that chose each fold's epoch; compare runs on this, "
+        f"not on the held-out numbers): {summary['pooled_inner_val']['auc']:.4f}",
         "",
         "## MIL diagnostics",
         "",
