@@ -15,7 +15,7 @@ from gliomil.aggregate import STATUSES, StatusRules, fold_statuses, mean_and_std
 from gliomil.audit import FoldRecord, checklist, read_mil_history, render_report
 from gliomil.plots import plot_confusion, plot_rocs
 from gliomil.stage import run_stage, write_json, write_text
-from gliomil.train import collapse_thresholds_from_params
+from gliomil.diagnostics import collapse_thresholds_from_params
 
 
 def main():

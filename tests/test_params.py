@@ -48,3 +48,14 @@ def test_unreadable_params_file(tmp_path):
         P.load_params(bad)
     with pytest.raises(ParamsError, match="file not found"):
         P.load_params(tmp_path / "missing.yaml")
+
+
+def test_every_stage_reads_the_committed_collapse_thresholds_and_rejects_bad_ones():
+    from gliomil.diagnostics import CollapseThresholds, collapse_thresholds_from_params
+
+    params = P.load_params()
+    assert collapse_thresholds_from_params(params) == CollapseThresholds(**{
+        k: params["train"]["diagnostics"][k] for k in ("uniform_entropy", "uniform_max_ratio", "onehot_max_attention")})
+    params["train"]["diagnostics"]["uniform_max_ratio"] = 0.5
+    with pytest.raises(ParamsError, match=r"train.diagnostics.uniform_max_ratio must be a number >= 1"):
+        collapse_thresholds_from_params(params)

@@ -30,6 +30,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from . import params as P
+
 SUM_TOLERANCE = 1e-4
 """Largest allowed ``|sum(a) - 1|`` per bag; float32 softmax over 155 slices is off by ~1e-6."""
 
@@ -398,6 +400,16 @@ class CollapseThresholds:
             raise ValueError(f"uniform_max_ratio must be >= 1, got {self.uniform_max_ratio!r}")
         if not 0.0 < self.onehot_max_attention <= 1.0:
             raise ValueError(f"onehot_max_attention must lie in (0, 1], got {self.onehot_max_attention!r}")
+
+
+def collapse_thresholds_from_params(params: dict) -> CollapseThresholds:
+    """``train.diagnostics`` collapse thresholds of params.yaml, checked."""
+    diag = "train.diagnostics"
+    return CollapseThresholds(
+        uniform_entropy=P.number(params, f"{diag}.uniform_entropy", low=0.01, high=1.0),
+        uniform_max_ratio=P.number(params, f"{diag}.uniform_max_ratio", low=1.0),
+        onehot_max_attention=P.number(params, f"{diag}.onehot_max_attention", low=0.01, high=1.0),
+    )
 
 
 COLLAPSE_KINDS = ("uniform", "one-hot")

@@ -19,8 +19,8 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, r
 
 from . import params as P
 from .data import BagSet, draw_bags, epoch_order
-from .diagnostics import (LOGGED_KEYS, CollapseThresholds, batch_diagnostics, collapse_warning, detect_collapse,
-                          summarize)
+from .diagnostics import (LOGGED_KEYS, CollapseThresholds, batch_diagnostics, collapse_thresholds_from_params,
+                          collapse_warning, detect_collapse, summarize)
 from .losses import class_weights_from_counts, mil_loss
 from .model import DSMIL, PREDICTIONS
 
@@ -313,16 +313,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     model = ModelConfig(**checkpoint["model_config"]).build()
     model.load_state_dict(checkpoint["model"], strict=True)
     return model.to(device).eval(), checkpoint
-
-
-def collapse_thresholds_from_params(params: dict) -> CollapseThresholds:
-    """``train.diagnostics`` collapse thresholds of params.yaml, checked."""
-    diag = "train.diagnostics"
-    return CollapseThresholds(
-        uniform_entropy=P.number(params, f"{diag}.uniform_entropy", low=0.01, high=1.0),
-        uniform_max_ratio=P.number(params, f"{diag}.uniform_max_ratio", low=1.0),
-        onehot_max_attention=P.number(params, f"{diag}.onehot_max_attention", low=0.01, high=1.0),
-    )
 
 
 def config_from_params(params: dict) -> TrainConfig:
