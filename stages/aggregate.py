@@ -13,9 +13,9 @@ import pandas as pd
 from gliomil import params as P
 from gliomil.aggregate import STATUSES, StatusRules, fold_statuses, mean_and_std, pooled_auc_with_ci, seed_table
 from gliomil.audit import FoldRecord, checklist, read_mil_history, render_report
+from gliomil.diagnostics import collapse_thresholds_from_params
 from gliomil.plots import plot_confusion, plot_rocs
 from gliomil.stage import run_stage, write_json, write_text
-from gliomil.diagnostics import collapse_thresholds_from_params
 
 
 def main():

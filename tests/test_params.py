@@ -50,7 +50,7 @@ def test_unreadable_params_file(tmp_path):
         P.load_params(tmp_path / "missing.yaml")
 
 
-def test_every_stage_reads_the_committed_collapse_thresholds_and_rejects_bad_ones():
+def test_collapse_thresholds_are_read_from_params_and_checked():
     from gliomil.diagnostics import CollapseThresholds, collapse_thresholds_from_params
 
     params = P.load_params()
