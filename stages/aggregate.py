@@ -27,13 +27,10 @@ def main():
 
     plot_every = P.integer(params, "train.plot_every", low=0)
     fold_metrics = [read_json(f"metrics/eval/fold_{k}.json") for k in folds]
-    predictions = pd.concat([pd.read_csv(f"plots/eval/fold_{k}/predictions.csv").assign(fold=k) for k in folds])
+    predictions = read_predictions("predictions", folds)
     summary = {"folds": len(folds), "patients": len(predictions)}
-    summary["pooled"] = pooled_auc_with_ci(predictions["label"].to_numpy(), predictions["probability"].to_numpy(),
-                                           n_bootstrap, seed)
-    inner_val = pd.concat([pd.read_csv(f"plots/eval/fold_{k}/inner_val_predictions.csv") for k in folds])
-    summary["pooled_inner_val"] = pooled_auc_with_ci(inner_val["label"].to_numpy(),
-                                                     inner_val["probability"].to_numpy(), n_bootstrap, seed)
+    for key, table in (("pooled", predictions), ("pooled_inner_val", read_predictions("inner_val_predictions", folds))):
+        summary[key] = pooled_auc_with_ci(table["label"].to_numpy(), table["probability"].to_numpy(), n_bootstrap, seed)
     statuses = {}
     for key in ("at_0.5", "at_youden_inner_val"):
         statuses[key] = fold_statuses([m[key] for m in fold_metrics], rules)
@@ -62,6 +59,11 @@ def main():
 
 def read_json(path):
     return json.loads(Path(path).read_text())
+
+
+def read_predictions(name: str, folds: list[int]) -> pd.DataFrame:
+    """Every fold's ``plots/eval/fold_<k>/<name>.csv`` (one row per patient), with a ``fold`` column."""
+    return pd.concat([pd.read_csv(f"plots/eval/fold_{k}/{name}.csv").assign(fold=k) for k in folds])
 
 
 def fold_record(fold: int, held_out: dict) -> FoldRecord:
