@@ -2,7 +2,7 @@
 """Set up the project on a machine that has only python3, then run the pipeline or the tests.
 
     python3 dev.py repro [dvc repro args]   # .venv + install, then `dvc repro`
-    python3 dev.py test  [pytest args]      # .venv + install, then the whole test suite
+    python3 dev.py test  [pytest args]      # .venv + install, then ruff (lint, format check) and pytest
 
 Setup creates `.venv/` and installs the pinned requirements plus this package (editable). It is
 skipped when requirements.txt and pyproject.toml have not changed since the last install.
@@ -56,6 +56,10 @@ def main(argv: list[str]) -> int:
     setup()
     if argv[0] == "repro":
         return run([str(BIN / "dvc"), "repro", *argv[1:]])
+    for check in (["check", "."], ["format", "--check", "."]):
+        if run([str(BIN / "ruff"), *check]) != 0:
+            print("ruff found problems: `.venv/bin/ruff check --fix . && .venv/bin/ruff format .` fixes most")
+            return 1
     return run([str(BIN / "python"), "-m", "pytest", *argv[1:]])
 
 

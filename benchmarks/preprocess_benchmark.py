@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import resource
 import subprocess
@@ -43,6 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from gliomil.brats import DEFAULT_SUFFIXES, Subject, find_subjects, resolve_files  # noqa: E402
+from gliomil.workers import map_in_workers  # noqa: E402
 
 DEFAULT_SHAPE = (96, 96, 64)
 REAL_SHAPE = (240, 240, 155)
@@ -51,7 +51,7 @@ SAMPLE_INTERVAL_S = 0.02
 
 # Targets from the issue; "1.5 GB" of memory read as 1.5 GiB.
 MEMORY_LIMIT_MIB = 1536.0
-MEMORY_GROWTH_LIMIT = 0.10   # peak with the large cohort at most 10 % above the small one
+MEMORY_GROWTH_LIMIT = 0.10  # peak with the large cohort at most 10 % above the small one
 THROUGHPUT_RATIO_LIMIT = 2.0  # preprocess at most 2x slower than the nibabel floor
 
 
@@ -59,9 +59,9 @@ THROUGHPUT_RATIO_LIMIT = 2.0  # preprocess at most 2x slower than the nibabel fl
 class Config:
     """One row of the results table: a cohort slice run with a worker count and output size."""
 
-    size: str        # "default" or "real"
-    root: str        # cohort folder
-    subjects: int    # how many subjects of the cohort (balanced between grades)
+    size: str  # "default" or "real"
+    root: str  # cohort folder
+    subjects: int  # how many subjects of the cohort (balanced between grades)
     workers: int
     image_size: int
 
@@ -109,11 +109,15 @@ def make_cohorts(cohorts: dict[str, tuple[tuple[int, int, int], int]]) -> None:
 
     for root, (shape, count) in cohorts.items():
         start = time.perf_counter()
-        synthesize_cohort(root, n_hgg=count - count // 2, n_lgg=count // 2, shape=shape, seed=SEED,
-                          workers=2, progress=False)
+        synthesize_cohort(
+            root, n_hgg=count - count // 2, n_lgg=count // 2, shape=shape, seed=SEED, workers=2, progress=False
+        )
         size_mib = sum(path.stat().st_size for path in Path(root).rglob("*.nii.gz")) / 2**20
-        print(f"generated {count} subjects of {'x'.join(map(str, shape))} in "
-              f"{time.perf_counter() - start:.0f} s ({size_mib:.0f} MiB on disk)", file=sys.stderr)
+        print(
+            f"generated {count} subjects of {'x'.join(map(str, shape))} in "
+            f"{time.perf_counter() - start:.0f} s ({size_mib:.0f} MiB on disk)",
+            file=sys.stderr,
+        )
         warm_page_cache(Path(root))
 
 
@@ -132,7 +136,7 @@ def balanced(subjects: list[Subject]) -> list[Subject]:
     """
     hgg = [s for s in subjects if s.grade == "HGG"]
     lgg = [s for s in subjects if s.grade == "LGG"]
-    return [s for i in range(max(len(hgg), len(lgg))) for s in (*hgg[i:i + 1], *lgg[i:i + 1])]
+    return [s for i in range(max(len(hgg), len(lgg))) for s in (*hgg[i : i + 1], *lgg[i : i + 1])]
 
 
 # ----------------------------------------------------------------------------- child steps
@@ -146,28 +150,25 @@ def load_floor_subject(paths: list[str]) -> int:
 
 
 def run_floor(subjects: list[Subject], workers: int) -> None:
-    """Load every subject's five files with nibabel alone, the same way the preprocess pool does."""
+    """Load every subject's five files with nibabel alone, through the worker pool preprocess uses."""
     jobs = [[str(path) for path in resolve_files(s, DEFAULT_SUFFIXES).values()] for s in subjects]
-    if workers == 1:
-        for job in jobs:
-            load_floor_subject(job)
-        return
-    # Same pool as preprocess_cohort: fork, one subject per task, results consumed in order.
-    pool = multiprocessing.get_context("fork").Pool(workers)
-    try:
-        for _ in pool.imap(load_floor_subject, jobs):
-            pass
-    finally:
-        pool.close()
-        pool.join()
+    for _ in map_in_workers(load_floor_subject, jobs, workers):
+        pass
 
 
 def run_preprocess(subjects: list[Subject], workers: int, image_size: int, out_dir: Path) -> None:
     """Run the preprocess step exactly as the stage does (its imports, its pool, its output)."""
     from gliomil.preprocess import PreprocessSettings, preprocess_cohort
 
-    preprocess_cohort(subjects, out_dir, PreprocessSettings(image_size=image_size), DEFAULT_SUFFIXES,
-                      on_error="fail", workers=workers, progress=False)
+    preprocess_cohort(
+        subjects,
+        out_dir,
+        PreprocessSettings(image_size=image_size),
+        DEFAULT_SUFFIXES,
+        on_error="fail",
+        workers=workers,
+        progress=False,
+    )
 
 
 def run_step(spec: dict) -> None:
@@ -184,8 +185,7 @@ def run_step(spec: dict) -> None:
         run_preprocess(subjects, spec["workers"], spec["image_size"], Path(spec["out_dir"]))
     seconds = time.perf_counter() - start
     # ru_maxrss is in KiB on Linux; RUSAGE_CHILDREN covers the pool workers, reaped by now.
-    largest_kib = max(resource.getrusage(who).ru_maxrss
-                      for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    largest_kib = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     print(json.dumps({"seconds": seconds, "subjects": len(subjects), "largest_process_mib": largest_kib / 1024}))
 
 
@@ -243,8 +243,9 @@ class TreeMemorySampler(threading.Thread):
 
 def measure(spec: dict) -> Measurement:
     """Run one step in a fresh child process while sampling its process tree's memory."""
-    child = subprocess.Popen([sys.executable, __file__, "--run-step", json.dumps(spec)],
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--run-step", json.dumps(spec)], stdout=subprocess.PIPE, text=True
+    )
     sampler = TreeMemorySampler(child.pid)
     sampler.start()
     stdout, _ = child.communicate()
@@ -252,8 +253,9 @@ def measure(spec: dict) -> Measurement:
     if child.returncode != 0:
         raise SystemExit(f"step {spec} failed with exit code {child.returncode}")
     result = json.loads(stdout.strip().splitlines()[-1])
-    return Measurement(result["seconds"], result["subjects"], sampler.peak_rss_mib, sampler.peak_pss_mib,
-                       result["largest_process_mib"])
+    return Measurement(
+        result["seconds"], result["subjects"], sampler.peak_rss_mib, sampler.peak_pss_mib, result["largest_process_mib"]
+    )
 
 
 # ----------------------------------------------------------------------------- report
@@ -268,8 +270,9 @@ def measure_all(configs: list[Config], tmp: Path) -> list[tuple[Config, Measurem
         key = (config.root, config.subjects, config.workers)
         if key not in floors:
             floors[key] = measure({**base, "kind": "floor"})
-        preprocess = measure({**base, "kind": "preprocess", "image_size": config.image_size,
-                              "out_dir": str(tmp / "preprocessed")})
+        preprocess = measure(
+            {**base, "kind": "preprocess", "image_size": config.image_size, "out_dir": str(tmp / "preprocessed")}
+        )
         rows.append((config, floors[key], preprocess))
         print(f"measured {config}", file=sys.stderr)
     return rows
@@ -298,22 +301,33 @@ def verdicts(rows: list[tuple[Config, Measurement, Measurement]]) -> list[str]:
     lines = []
     for config, floor, pre in rows:
         ratio = floor.throughput / pre.throughput
-        lines.append(_verdict(ratio <= THROUGHPUT_RATIO_LIMIT,
-                              f"throughput within {THROUGHPUT_RATIO_LIMIT:g}x of the floor "
-                              f"({_name(config)}): ratio {ratio:.2f}"))
+        lines.append(
+            _verdict(
+                ratio <= THROUGHPUT_RATIO_LIMIT,
+                f"throughput within {THROUGHPUT_RATIO_LIMIT:g}x of the floor ({_name(config)}): ratio {ratio:.2f}",
+            )
+        )
     real = [(config, pre) for config, _, pre in rows if config.size == "real"]
     for config, pre in real:
-        lines.append(_verdict(pre.peak_tree_rss_mib < MEMORY_LIMIT_MIB,
-                              f"peak tree RSS under {MEMORY_LIMIT_MIB:.0f} MiB = 1.5 GiB ({_name(config)}): "
-                              f"{pre.peak_tree_rss_mib:.0f} MiB (PSS {pre.peak_tree_pss_mib:.0f} MiB)"))
+        lines.append(
+            _verdict(
+                pre.peak_tree_rss_mib < MEMORY_LIMIT_MIB,
+                f"peak tree RSS under {MEMORY_LIMIT_MIB:.0f} MiB = 1.5 GiB ({_name(config)}): "
+                f"{pre.peak_tree_rss_mib:.0f} MiB (PSS {pre.peak_tree_pss_mib:.0f} MiB)",
+            )
+        )
     # Memory must not grow with the cohort: compare the two cohort sizes at equal workers and output.
     by_count = {config.subjects: pre for config, pre in real if config.workers == 2 and config.image_size == 64}
     if len(by_count) >= 2:
         small, large = min(by_count), max(by_count)
         growth = by_count[large].peak_tree_rss_mib / by_count[small].peak_tree_rss_mib - 1
-        lines.append(_verdict(growth <= MEMORY_GROWTH_LIMIT,
-                              f"peak tree RSS with {large} subjects within {MEMORY_GROWTH_LIMIT:.0%} of "
-                              f"{small} subjects: {growth:+.1%}"))
+        lines.append(
+            _verdict(
+                growth <= MEMORY_GROWTH_LIMIT,
+                f"peak tree RSS with {large} subjects within {MEMORY_GROWTH_LIMIT:.0%} of "
+                f"{small} subjects: {growth:+.1%}",
+            )
+        )
     return lines
 
 
@@ -344,14 +358,20 @@ def main() -> None:
     print(table(rows))
     print()
     print("- Page cache warm for every step: all files were read once before the first timed step.")
-    print("- Times cover the whole step after the stage's imports: pool start-up and writing the output. "
-          "Ratio = preprocess time / floor time at the same worker count.")
-    print("- Peak tree RSS/PSS: the largest sum of VmRSS / Pss over the step's process and its workers, "
-          f"sampled every {SAMPLE_INTERVAL_S * 1000:.0f} ms (spikes shorter than that can be missed). RSS "
-          "counts shared pages in every process that maps them, so it errs high; PSS splits them. "
-          "Largest process = the biggest single ru_maxrss in the step (exact, not sampled).")
-    print(f"- {os.cpu_count()} CPUs; 1-minute load average {load_before:.2f} before the timed steps, "
-          f"{load_after:.2f} after (other jobs on the machine skew the rows they overlap).")
+    print(
+        "- Times cover the whole step after the stage's imports: pool start-up and writing the output. "
+        "Ratio = preprocess time / floor time at the same worker count."
+    )
+    print(
+        "- Peak tree RSS/PSS: the largest sum of VmRSS / Pss over the step's process and its workers, "
+        f"sampled every {SAMPLE_INTERVAL_S * 1000:.0f} ms (spikes shorter than that can be missed). RSS "
+        "counts shared pages in every process that maps them, so it errs high; PSS splits them. "
+        "Largest process = the biggest single ru_maxrss in the step (exact, not sampled)."
+    )
+    print(
+        f"- {os.cpu_count()} CPUs; 1-minute load average {load_before:.2f} before the timed steps, "
+        f"{load_after:.2f} after (other jobs on the machine skew the rows they overlap)."
+    )
     print()
     print("\n".join(verdicts(rows)))
 

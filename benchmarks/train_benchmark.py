@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 
 import numpy as np
 import torch
@@ -20,19 +21,10 @@ import torch
 from gliomil import params as P
 from gliomil.data import BagSet, draw_bags
 from gliomil.diagnostics import batch_diagnostics, summarize
-from gliomil.losses import mil_loss
+from gliomil.inference import autocast_dtype
+from gliomil.losses import class_weights_from_counts, mil_loss
 from gliomil.split import FoldSplit
-from gliomil.train import autocast_dtype, config_from_params
-
-
-def step(model, optimizer, x, sizes, y, dtype):
-    with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-        out = model(x, sizes)
-    loss = mil_loss(out.bag_logits.float(), out.max_instance_logits.float(), y, 0.2, (1.9, 0.68))
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return out
+from gliomil.train import TrainConfig, train_step
 
 
 def main():
@@ -41,13 +33,24 @@ def main():
     parser.add_argument("--steps", type=int, default=30)
     args = parser.parse_args()
 
-    config = config_from_params(P.load_params())
+    params = P.load_params()
+    top = {key: P.value(params, key) for key in ("seed", "label_smoothing", "use_class_weights")}
+    config = TrainConfig.from_settings(top, P.section(params, "train"))
     dtype = autocast_dtype(torch.device("cpu"), config.amp)
     train_set = BagSet.load(args.preprocessed, FoldSplit.read("data/splits/fold_0.json").train)
+    # the loss exactly as train_fold builds it
+    class_weights = class_weights_from_counts(*train_set.class_counts()) if config.use_class_weights else None
+    loss_fn = partial(mil_loss, label_smoothing=config.label_smoothing, class_weights=class_weights)
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
     model = config.model.build().train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+
+    def step(slices, sizes, labels):
+        """One training step exactly as train_fold takes it; returns the model's outputs."""
+        return train_step(model, optimizer, scaler, loss_fn, slices, sizes, labels, dtype)[1]
+
     batch = config.batch_size
     shape = train_set.bags[0].shape[1:]
 
@@ -57,14 +60,14 @@ def main():
         return torch.from_numpy(slices), [len(p) for p in picks], torch.from_numpy(train_set.labels[chosen])
 
     for _ in range(3):  # warm-up: allocator, oneDNN kernels
-        step(model, optimizer, *read_batch(), dtype)
+        step(*read_batch())
 
     read_seconds, step_seconds, slices, outputs = 0.0, 0.0, 0, []
     for _ in range(args.steps):
         tick = time.perf_counter()
         x, sizes, y = read_batch()
         tock = time.perf_counter()
-        outputs.append(step(model, optimizer, x, sizes, y, dtype))
+        outputs.append(step(x, sizes, y))
         read_seconds += tock - tick
         step_seconds += time.perf_counter() - tock
         slices += len(x)
@@ -74,7 +77,7 @@ def main():
     fixed_y = torch.tensor([1, 0] * (config.batch_size // 2) + [1] * (config.batch_size % 2))
     tick = time.perf_counter()
     for _ in range(args.steps):
-        step(model, optimizer, fixed, fixed_sizes, fixed_y, dtype)
+        step(fixed, fixed_sizes, fixed_y)
     pure_seconds = time.perf_counter() - tick
 
     attention = np.concatenate([o.attention.detach().numpy() for o in outputs])
@@ -86,9 +89,12 @@ def main():
 
     total = read_seconds + step_seconds
     pure_rate = config.batch_size * config.bag_size * args.steps / pure_seconds
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, precision "
-          f"{'float32' if dtype is None else dtype}, slices {tuple(shape)}, "
-          f"{config.batch_size} bags x {config.bag_size} slices, width {config.model.width}, depth {config.model.depth}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, precision "
+        f"{'float32' if dtype is None else dtype}, slices {tuple(shape)}, "
+        f"{config.batch_size} bags x {config.bag_size} slices, width {config.model.width}, "
+        f"depth {config.model.depth}"
+    )
     print("| measure | value |\n|---|---|")
     print(f"| training steps on real bags | {slices / total:.0f} slices/s |")
     print(f"| pure compute on random tensors | {pure_rate:.0f} slices/s |")

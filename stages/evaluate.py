@@ -8,51 +8,62 @@ Usage: python stages/evaluate.py <fold>
 """
 
 import sys
-from pathlib import Path
-
-import torch
 
 from gliomil import params as P
+from gliomil import paths
 from gliomil.data import BagSet
-from gliomil.evaluate import curve_tables, fold_metrics, patient_predictions, youden_threshold
+from gliomil.files import write_json, write_text
+from gliomil.inference import (
+    autocast_dtype,
+    default_device,
+    load_checkpoint,
+    patient_predictions,
+    score_bags,
+    whole_bag_summary,
+)
+from gliomil.metrics import curve_tables, fold_metrics, youden_threshold
 from gliomil.split import FoldSplit
-from gliomil.stage import fold_argument, run_stage, write_json, write_text
-from gliomil.train import autocast_dtype, config_from_params, load_checkpoint, score_bags, whole_bag_summary
-
-PREPROCESSED = "data/preprocessed"
+from gliomil.stage import fold_argument, run_stage
 
 
 def main():
     params = P.load_params()
-    fold = fold_argument(sys.argv[1:], P.folds(params), "evaluate.py")
-    config = config_from_params(params)
+    fold = fold_argument(sys.argv[1:], P.value(params, "folds"), "evaluate.py")
+    chunk, top_k = P.value(params, "train.eval_chunk"), P.value(params, "train.diagnostics.top_k")
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = autocast_dtype(device, config.amp)
-    model, checkpoint = load_checkpoint(f"models/fold_{fold}/best.pt", device)
-    split = FoldSplit.read(f"data/splits/fold_{fold}.json")
-    val_set = BagSet.load(PREPROCESSED, split.inner_val)
-    test_set = BagSet.load(PREPROCESSED, split.test)
+    device = default_device()
+    dtype = autocast_dtype(device, P.value(params, "train.amp"))
+    model, checkpoint = load_checkpoint(paths.fold_model(fold) / "best.pt", device)
+    split = FoldSplit.read(paths.fold_split(fold))
+    val_set = BagSet.load(paths.PREPROCESSED, split.inner_val)
+    test_set = BagSet.load(paths.PREPROCESSED, split.test)
 
-    val_scores = score_bags(model, val_set.bags, device, config.eval_chunk, dtype)
+    val_scores = score_bags(model, val_set.bags, device, chunk, dtype)
     youden = youden_threshold(val_set.labels, val_scores.probabilities)
-    test_scores = score_bags(model, test_set.bags, device, config.eval_chunk, dtype)
+    test_scores = score_bags(model, test_set.bags, device, chunk, dtype)
     probabilities = test_scores.probabilities
 
-    metrics = {"fold": fold, "best_epoch": checkpoint["epoch"], "n_test": len(test_set),
-               **fold_metrics(test_set.labels, probabilities, youden)}
-    metrics["mil"] = whole_bag_summary(test_scores, test_set, config.top_k)
-    write_json(f"metrics/eval/fold_{fold}.json", metrics)
-    out_dir = Path(f"plots/eval/fold_{fold}")
+    metrics = {
+        "fold": fold,
+        "best_epoch": checkpoint["epoch"],
+        "n_test": len(test_set),
+        **fold_metrics(test_set.labels, probabilities, youden),
+    }
+    metrics["mil"] = whole_bag_summary(test_scores, test_set, top_k)
+    write_json(paths.fold_eval_metrics(fold), metrics)
+    out_dir = paths.fold_eval_plots(fold)
     write_text(out_dir / "predictions.csv", patient_predictions(test_set, test_scores, youden).to_csv(index=False))
     # The inner-validation predictions let tuning compare runs without looking at the held-out patients.
-    write_text(out_dir / "inner_val_predictions.csv",
-               patient_predictions(val_set, val_scores, youden).to_csv(index=False))
+    write_text(
+        out_dir / "inner_val_predictions.csv", patient_predictions(val_set, val_scores, youden).to_csv(index=False)
+    )
     for name, table in curve_tables(test_set.labels, probabilities).items():
         write_text(out_dir / f"{name}.csv", table.to_csv(index=False))
     fixed, tuned = metrics["at_0.5"], metrics["at_youden_inner_val"]
-    print(f"fold {fold}: held-out AUC {metrics['auc']:.3f}; at 0.5: F1 {fixed['f1']:.3f}, {fixed['hgg_detected']}; "
-          f"at Youden {youden:.3f} (inner validation): F1 {tuned['f1']:.3f}, {tuned['hgg_detected']}")
+    print(
+        f"fold {fold}: held-out AUC {metrics['auc']:.3f}; at 0.5: F1 {fixed['f1']:.3f}, {fixed['hgg_detected']}; "
+        f"at Youden {youden:.3f} (inner validation): F1 {tuned['f1']:.3f}, {tuned['hgg_detected']}"
+    )
 
 
 if __name__ == "__main__":

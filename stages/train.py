@@ -4,45 +4,57 @@ Usage: python stages/train.py <fold>
 """
 
 import sys
-from pathlib import Path
 
+import pandas as pd
 from dvclive import Live
 
 from gliomil import params as P
+from gliomil import paths
 from gliomil.data import BagSet
+from gliomil.files import write_json, write_text
 from gliomil.reporting import EpochReporter
 from gliomil.split import FoldSplit
-from gliomil.stage import fold_argument, run_stage, write_json
-from gliomil.train import config_from_params, train_fold
+from gliomil.stage import fold_argument, run_stage
+from gliomil.train import TrainConfig, train_fold
+from gliomil.vocabulary import GRADES
 
-PREPROCESSED = "data/preprocessed"
+TOP_LEVEL = ("seed", "label_smoothing", "use_class_weights")
 
 
 def main():
     params = P.load_params()
-    fold = fold_argument(sys.argv[1:], P.folds(params), "train.py")
-    config = config_from_params(params)
+    fold = fold_argument(sys.argv[1:], P.value(params, "folds"), "train.py")
+    train = P.section(params, "train")
+    config = TrainConfig.from_settings({key: P.value(params, key) for key in TOP_LEVEL}, train)
 
-    split = FoldSplit.read(f"data/splits/fold_{fold}.json")
-    train_set = BagSet.load(PREPROCESSED, split.train)
-    val_set = BagSet.load(PREPROCESSED, split.inner_val)
-    model_dir = Path(f"models/fold_{fold}")
-    live = Live(dir=f"metrics/train/fold_{fold}", dvcyaml=False, save_dvc_exp=False)
-    reporter = EpochReporter(live, Path(f"plots/train/fold_{fold}"), config.plot_every, fold, val_set)
+    split = FoldSplit.read(paths.fold_split(fold))
+    train_set = BagSet.load(paths.PREPROCESSED, split.train)
+    val_set = BagSet.load(paths.PREPROCESSED, split.inner_val)
+    model_dir, figures = paths.fold_model(fold), paths.fold_train_figures(fold)
+    figures.mkdir(parents=True, exist_ok=True)  # declared as an output even when plot_every is 0
+    live = Live(dir=str(paths.fold_train_log(fold)), dvcyaml=False, save_dvc_exp=False)
+    reporter = EpochReporter(live, figures, train["plot_every"], fold, val_set)
     result = train_fold(config, fold, train_set, val_set, model_dir / "best.pt", on_epoch=reporter)
 
-    write_json(model_dir / "class_weights.json", {
-        "use_class_weights": config.use_class_weights,
-        "LGG": result.class_weights[0] if result.class_weights else 1.0,
-        "HGG": result.class_weights[1] if result.class_weights else 1.0,
-        "train_counts": dict(zip(("LGG", "HGG"), train_set.class_counts())),
-    })
+    weights = result.class_weights or (1.0, 1.0)
+    write_json(
+        model_dir / "class_weights.json",
+        {
+            "use_class_weights": config.use_class_weights,
+            **dict(zip(GRADES, weights)),
+            "train_counts": dict(zip(GRADES, train_set.class_counts())),
+        },
+    )
+    write_text(model_dir / "history.csv", pd.DataFrame(result.history).to_csv(index=False))
     live.summary["best"] = {"epoch": result.best_epoch, **{f"val_{k}": v for k, v in result.best.items()}}
     live.summary["collapse_epochs"] = result.collapse_epochs
     live.end()
-    print(f"fold {fold}: best epoch {result.best_epoch}, inner-validation AUC {result.best['auc']:.3f}, "
-          f"collapse epochs {result.collapse_epochs}, {result.seconds:.0f} s "
-          f"(diagnostics {100 * result.diagnostics_seconds / result.seconds:.2f}%)")
+    write_text(paths.fold_train_metrics(fold), (paths.fold_train_log(fold) / "metrics.json").read_text())
+    print(
+        f"fold {fold}: best epoch {result.best_epoch}, inner-validation AUC {result.best['auc']:.3f}, "
+        f"collapse epochs {result.collapse_epochs}, {result.seconds:.0f} s "
+        f"(diagnostics {100 * result.diagnostics_seconds / result.seconds:.2f}%)"
+    )
 
 
 if __name__ == "__main__":

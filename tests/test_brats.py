@@ -10,18 +10,17 @@ import pytest
 
 from gliomil.brats import (
     DEFAULT_SUFFIXES,
-    MODALITIES,
     Subject,
     find_subjects,
     load_subject,
     resolve_files,
 )
 from gliomil.errors import GliomilError, InputError
+from gliomil.vocabulary import MODALITIES
 
 SHAPE = (12, 10, 8)
 MAPPING_HEADER = (
-    "Grade,BraTS_2017_subject_ID,BraTS_2018_subject_ID,TCGA_TCIA_subject_ID,"
-    "BraTS_2019_subject_ID,BraTS_2020_subject_ID"
+    "Grade,BraTS_2017_subject_ID,BraTS_2018_subject_ID,TCGA_TCIA_subject_ID,BraTS_2019_subject_ID,BraTS_2020_subject_ID"
 )
 
 
@@ -44,9 +43,7 @@ def save(data, path: Path, affine=None) -> Path:
     return path
 
 
-def write_case(
-    directory: Path, case: str, ext=".nii.gz", suffixes=DEFAULT_SUFFIXES, with_seg=True
-) -> Path:
+def write_case(directory: Path, case: str, ext=".nii.gz", suffixes=DEFAULT_SUFFIXES, with_seg=True) -> Path:
     """A case folder holding four distinct modalities (channel i is 100 * (i + 1)) and a seg."""
     folder = directory / case
     folder.mkdir(parents=True)
@@ -190,7 +187,7 @@ def test_missing_root(tmp_path):
 def test_unrecognised_layout_says_what_was_looked_for(tmp_path):
     with pytest.raises(GliomilError, match="name_mapping.csv.*labels.csv.*HGG/ or LGG/"):
         find_subjects(tmp_path)
-    with pytest.raises(GliomilError, match="unknown data layout"):
+    with pytest.raises(ValueError, match="unknown data layout"):
         find_subjects(tmp_path, layout="brats2015")
 
 
@@ -426,3 +423,9 @@ def test_nibabel_anatomical_loads_as_ras_float32(tmp_path):
     for channel in range(4):
         np.testing.assert_array_equal(volumes.images[channel], canonical.get_fdata())
     assert volumes.seg.shape == (33, 41, 25) and not volumes.seg.any()
+
+
+def test_suffixes_must_name_exactly_the_five_files(tmp_path):
+    subject = Subject("s1", "HGG", "s1", write_case(tmp_path, "s1"))
+    with pytest.raises(ValueError, match="missing: seg; unknown: mask"):
+        resolve_files(subject, {**{key: key for key in MODALITIES}, "mask": "seg"})

@@ -70,7 +70,7 @@ def test_hand_computed_small_bag():
     h = 1.5 * math.log(2)
     assert d.entropy == pytest.approx(h)
     assert d.normalized_entropy == pytest.approx(h / math.log(3))
-    assert d.effective_instances == pytest.approx(2 ** 1.5)
+    assert d.effective_instances == pytest.approx(2**1.5)
     assert d.max_attention == 0.5
     assert d.top_k_mass == pytest.approx(0.75)
     # Gini = sum_ij |a_i - a_j| / (2 N^2 mean) = (4 * 0.25) / (2 * 9 * 1/3) = 1/6.

@@ -53,8 +53,9 @@ def test_smoothed_targets_are_towards_one_half():
 
 def test_no_smoothing_equals_plain_bce():
     bag, inst, y = tensors()
-    expected = 0.5 * F.binary_cross_entropy_with_logits(bag, y.float()) \
-        + 0.5 * F.binary_cross_entropy_with_logits(inst, y.float())
+    expected = 0.5 * F.binary_cross_entropy_with_logits(bag, y.float()) + 0.5 * F.binary_cross_entropy_with_logits(
+        inst, y.float()
+    )
     torch.testing.assert_close(mil_loss(bag, inst, y), expected)
     torch.testing.assert_close(mil_loss(bag, inst, y, class_weights=(2.0, 2.0)), expected)
 

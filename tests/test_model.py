@@ -7,14 +7,7 @@ import torch
 from torch import nn
 
 from gliomil.losses import mil_loss
-from gliomil.model import (
-    DSMIL,
-    DSMILAggregator,
-    SliceEncoder,
-    as_bag_sizes,
-    bag_offsets,
-    split_by_bag,
-)
+from gliomil.model import DSMIL, DSMILAggregator, ModelConfig, SliceEncoder, as_bag_sizes, bag_offsets
 
 SIZE = 32  # small slices keep the suite fast
 
@@ -47,8 +40,9 @@ def test_output_shapes(bag_sizes):
         assert getattr(out, name).dtype == torch.float32
         assert torch.isfinite(getattr(out, name)).all()
     # The critical slice lies inside its bag and carries the bag's max instance logit.
-    for k, inst, crit, mx in zip(bag_sizes, split_by_bag(out.instance_logits, bag_sizes),
-                                 out.critical, out.max_instance_logits):
+    for k, inst, crit, mx in zip(
+        bag_sizes, torch.split(out.instance_logits, bag_sizes), out.critical, out.max_instance_logits
+    ):
         assert 0 <= int(crit) < k
         assert torch.equal(inst.max(), mx) and torch.equal(inst[crit], mx)
 
@@ -64,8 +58,8 @@ def test_bag_sizes_as_tensor_and_single_bag_attention():
 def test_encoder_features_and_minimum_size():
     enc = SliceEncoder(in_channels=4, width=16, depth=4)
     assert enc.out_features == 128
-    assert enc(torch.randn(3, 4, 16, 16)).shape == (3, 128)   # smallest allowed: 2**depth
-    assert enc(torch.randn(2, 4, 37, 21)).shape == (2, 128)   # odd, non-square sizes
+    assert enc(torch.randn(3, 4, 16, 16)).shape == (3, 128)  # smallest allowed: 2**depth
+    assert enc(torch.randn(2, 4, 37, 21)).shape == (2, 128)  # odd, non-square sizes
     with pytest.raises(ValueError):
         enc(torch.randn(2, 4, 8, 32))
     with pytest.raises(ValueError):
@@ -84,9 +78,10 @@ def test_bad_bag_sizes_are_rejected():
 
 def test_split_and_offsets():
     sizes = [3, 1, 2]
-    parts = split_by_bag(torch.arange(6), sizes)
+    parts = torch.split(torch.arange(6), sizes)
     assert [p.tolist() for p in parts] == [[0, 1, 2], [3], [4, 5]]
     assert bag_offsets(sizes).tolist() == [0, 3, 4]
+    assert bag_offsets(sizes).tolist() == [int(p[0]) for p in parts]  # each bag's first slice
 
 
 # -------------------------------------------------------------------- invariances
@@ -112,7 +107,7 @@ def test_attention_is_a_distribution_per_bag():
     sizes = [4, 1, 11, 2]
     out = model(make_slices(sum(sizes)), sizes)
     assert (out.attention >= 0).all()
-    sums = torch.stack([a.sum() for a in split_by_bag(out.attention, sizes)])
+    sums = torch.stack([a.sum() for a in torch.split(out.attention, sizes)])
     torch.testing.assert_close(sums, torch.ones(len(sizes)), rtol=0, atol=1e-5)
 
 
@@ -122,13 +117,43 @@ def test_batched_forward_equals_per_bag():
     sizes = [3, 1, 5]
     x = make_slices(sum(sizes))
     batched = model(x, sizes)
-    singles = [model(part, [len(part)]) for part in split_by_bag(x, sizes)]
+    singles = [model(part, [len(part)]) for part in torch.split(x, sizes)]
     for name in ("bag_logits", "max_instance_logits", "critical"):
         expected = torch.cat([getattr(s, name) for s in singles])
         torch.testing.assert_close(getattr(batched, name), expected, rtol=1e-5, atol=1e-5)
     for name in ("instance_logits", "attention"):
         expected = torch.cat([getattr(s, name) for s in singles])
         torch.testing.assert_close(getattr(batched, name), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_aggregate_on_encoder_features_equals_forward():
+    model = make_model(passing_v=True).eval()
+    sizes = [3, 1, 5]
+    x = make_slices(sum(sizes))
+    expected = model(x, sizes)
+    out = model.aggregate(model.encoder(x), sizes)
+    for name in expected._fields:
+        torch.testing.assert_close(getattr(out, name), getattr(expected, name), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 256])
+def test_score_bag_is_the_eval_forward_of_one_bag_for_any_chunk(chunk):
+    model = make_model().eval()
+    bag = make_slices(7)
+    expected = model(bag, [7])
+    out = model.score_bag(bag, chunk)
+    assert out.bag_sizes.tolist() == [7] and not out.bag_logits.requires_grad
+    for name in ("bag_logits", "max_instance_logits", "instance_logits", "attention"):
+        torch.testing.assert_close(getattr(out, name), getattr(expected, name), rtol=1e-5, atol=1e-6)
+    assert torch.equal(out.critical, expected.critical)
+
+
+def test_model_config_builds_the_model_it_describes():
+    model = ModelConfig(width=4, depth=3, nonlinear_q=False, prediction="both_streams").build()
+    assert model.encoder.out_features == 16 and model.prediction == "both_streams"
+    assert isinstance(model.aggregator.b_classifier.q, nn.Linear)
+    with pytest.raises(ValueError, match="prediction must be one of"):
+        ModelConfig(prediction="max").build()
 
 
 def test_deterministic_for_same_seed():
@@ -149,13 +174,19 @@ def test_gradients_reach_both_streams_and_encoder():
     model = make_model(passing_v=True).train()
     sizes = [3, 5, 1]
     out = model(make_slices(sum(sizes)), sizes)
-    loss = mil_loss(out.bag_logits, out.max_instance_logits, torch.tensor([1, 0, 1]),
-                    label_smoothing=0.2, class_weights=(2.0, 0.7))
+    loss = mil_loss(
+        out.bag_logits, out.max_instance_logits, torch.tensor([1, 0, 1]), label_smoothing=0.2, class_weights=(2.0, 0.7)
+    )
     loss.backward()
     named = dict(model.named_parameters())
-    for name in ("aggregator.i_classifier.fc.0.weight", "aggregator.b_classifier.q.0.weight",
-                 "aggregator.b_classifier.q.2.weight", "aggregator.b_classifier.v.1.weight",
-                 "aggregator.b_classifier.fcc.weight", "encoder.features.0.weight"):
+    for name in (
+        "aggregator.i_classifier.fc.0.weight",
+        "aggregator.b_classifier.q.0.weight",
+        "aggregator.b_classifier.q.2.weight",
+        "aggregator.b_classifier.v.1.weight",
+        "aggregator.b_classifier.fcc.weight",
+        "encoder.features.0.weight",
+    ):
         grad = named[name].grad
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
     assert all(p.grad is not None for p in model.encoder.parameters())
@@ -179,8 +210,14 @@ def reference_state_dict(K, C, nonlinear_q, passing_v, seed=0):
     g = torch.Generator().manual_seed(seed)
     shapes = {"i_classifier.fc.0.weight": (C, K), "i_classifier.fc.0.bias": (C,)}
     if nonlinear_q:
-        shapes.update({"b_classifier.q.0.weight": (128, K), "b_classifier.q.0.bias": (128,),
-                       "b_classifier.q.2.weight": (128, 128), "b_classifier.q.2.bias": (128,)})
+        shapes.update(
+            {
+                "b_classifier.q.0.weight": (128, K),
+                "b_classifier.q.0.bias": (128,),
+                "b_classifier.q.2.weight": (128, 128),
+                "b_classifier.q.2.bias": (128,),
+            }
+        )
     else:
         shapes.update({"b_classifier.q.weight": (128, K), "b_classifier.q.bias": (128,)})
     if passing_v:
@@ -200,20 +237,20 @@ def rederive_bag(sd, feats, nonlinear_q, passing_v):
             return torch.tanh(h @ sd["b_classifier.q.2.weight"].T + sd["b_classifier.q.2.bias"])
         return x @ sd["b_classifier.q.weight"].T + sd["b_classifier.q.bias"]
 
-    scores = feats @ sd["i_classifier.fc.0.weight"].T + sd["i_classifier.fc.0.bias"]   # (N, C)
+    scores = feats @ sd["i_classifier.fc.0.weight"].T + sd["i_classifier.fc.0.bias"]  # (N, C)
     n, C = scores.shape
     critical = [max(range(n), key=lambda i: scores[i, c].item()) for c in range(C)]
-    Q = q(feats)                                                                      # (N, 128)
-    q_max = q(feats[critical])                                                        # (C, 128)
+    Q = q(feats)  # (N, 128)
+    q_max = q(feats[critical])  # (C, 128)
     logits = Q @ q_max.T / math.sqrt(128)
     e = torch.exp(logits - logits.max(dim=0).values)
-    A = e / e.sum(dim=0)                                                              # (N, C)
+    A = e / e.sum(dim=0)  # (N, C)
     if passing_v:
         V = torch.clamp(feats @ sd["b_classifier.v.1.weight"].T + sd["b_classifier.v.1.bias"], min=0)
     else:
         V = feats
-    B = A.T @ V                                                                       # (C, K)
-    W = sd["b_classifier.fcc.weight"]                                                 # (C, C, K)
+    B = A.T @ V  # (C, K)
+    W = sd["b_classifier.fcc.weight"]  # (C, C, K)
     bag = torch.stack([(W[c] * B).sum() + sd["b_classifier.fcc.bias"][c] for c in range(C)])
     return bag, scores, A, critical
 
@@ -235,15 +272,14 @@ def test_reference_state_dict_round_trip(nonlinear_q, passing_v, C):
     feats = torch.randn(sum(sizes), K, generator=torch.Generator().manual_seed(5))
     out = agg(feats, sizes)
     assert out.bag_logits.shape == (3, C) and out.attention.shape == (sum(sizes), C)
-    for b, f in enumerate(split_by_bag(feats, sizes)):
+    for b, f in enumerate(torch.split(feats, sizes)):
         bag, scores, A, critical = rederive_bag(sd, f, nonlinear_q, passing_v)
         lo, hi = int(bag_offsets(sizes)[b]), int(bag_offsets(sizes)[b]) + sizes[b]
         assert out.critical[b].tolist() == critical
         torch.testing.assert_close(out.bag_logits[b].double(), bag, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(out.instance_logits[lo:hi].double(), scores, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(out.attention[lo:hi].double(), A, rtol=1e-4, atol=1e-6)
-        torch.testing.assert_close(out.max_instance_logits[b].double(), scores.max(dim=0).values,
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out.max_instance_logits[b].double(), scores.max(dim=0).values, rtol=1e-5, atol=1e-5)
 
 
 def test_strict_load_rejects_other_names():

@@ -7,8 +7,8 @@ import sys
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import REPO, run_tool, tool_env
+
 from gliomil.brats import DEFAULT_SUFFIXES, find_subjects
 from gliomil.preprocess import PreprocessSettings, preprocess_cohort
 from gliomil.split import make_splits
@@ -19,8 +19,9 @@ pytestmark = pytest.mark.slow
 def _workspace(root, tiny_cohort, flip_test_labels: bool):
     """A folder with preprocessed data, fold splits and params, as the train and evaluate stages expect."""
     preprocessed = root / "data/preprocessed"
-    preprocess_cohort(find_subjects(tiny_cohort), preprocessed, PreprocessSettings(image_size=16),
-                      DEFAULT_SUFFIXES, progress=False)
+    preprocess_cohort(
+        find_subjects(tiny_cohort), preprocessed, PreprocessSettings(image_size=16), DEFAULT_SUFFIXES, progress=False
+    )
     manifest = pd.read_csv(preprocessed / "manifest.csv", dtype=str)
     manifest["label"] = manifest["label"].astype(int)
     splits = make_splits(manifest, n_folds=3, inner_val_fraction=0.5, seed=0)
@@ -48,12 +49,14 @@ def test_scrambling_held_out_labels_changes_no_training_output_nor_the_threshold
         for stage in ("train", "evaluate"):
             run_tool([sys.executable, f"stages/{stage}.py", "0"], root, env=tool_env())
         metrics = json.loads((root / "metrics/eval/fold_0.json").read_text())
-        results.append({
-            "checkpoint": (root / "models/fold_0/best.pt").read_bytes(),
-            "training_log": (root / "metrics/train/fold_0/metrics.json").read_text(),
-            "threshold": metrics["at_youden_inner_val"]["threshold"],
-            "held_out_auc": metrics["auc"],
-        })
+        results.append(
+            {
+                "checkpoint": (root / "models/fold_0/best.pt").read_bytes(),
+                "training_log": (root / "metrics/train/fold_0/metrics.json").read_text(),
+                "threshold": metrics["at_youden_inner_val"]["threshold"],
+                "held_out_auc": metrics["auc"],
+            }
+        )
     honest, scrambled = results
     assert honest["checkpoint"] == scrambled["checkpoint"]
     assert honest["training_log"] == scrambled["training_log"]

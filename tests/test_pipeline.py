@@ -1,6 +1,8 @@
 """End to end: real `dvc repro` in a temporary git repo on a tiny synthetic cohort."""
 
+import hashlib
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -8,7 +10,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import REPO, run_tool, tool_env
 
 DVC = str(Path(sys.executable).parent / "dvc")
@@ -32,6 +33,10 @@ def _write_params(repo: Path, params: dict) -> None:
 @pytest.fixture
 def pipeline_repo(tmp_path) -> Path:
     """A git + DVC repo holding this project's pipeline, its code and tiny params."""
+    return make_pipeline_repo(tmp_path)
+
+
+def make_pipeline_repo(tmp_path: Path, params: dict | None = None) -> Path:
     repo = tmp_path / "repo"
     repo.mkdir()
     for name in ("dvc.yaml", "stages", "src"):
@@ -40,11 +45,13 @@ def pipeline_repo(tmp_path) -> Path:
             shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         else:
             shutil.copy(source, repo / name)
-    _write_params(repo, _tiny_params())
+    _write_params(repo, params or _tiny_params())
     run_tool(["git", "init", "-q"], repo)
     run_tool(["git", "config", "user.email", "ci@example.invalid"], repo)
     run_tool(["git", "config", "user.name", "ci"], repo)
     run_tool([DVC, "init", "-q"], repo)
+    shutil.copytree(REPO / ".dvc/plots", repo / ".dvc/plots")  # the plot templates dvc.yaml names
+    shutil.copy(REPO / ".dvcignore", repo / ".dvcignore")
     run_tool(["git", "add", "-A"], repo)
     run_tool(["git", "commit", "-qm", "pipeline"], repo)
     return repo
@@ -67,7 +74,7 @@ FOLD_STAGES = {f"{stage}@{k}" for stage in ("train", "evaluate") for k in range(
 
 def test_dvc_repro_runs_every_stage_then_is_up_to_date(pipeline_repo):
     out = _repro(pipeline_repo)
-    assert _stages_run(out) == {"synthesize", "preprocess", "split", "aggregate"} | FOLD_STAGES
+    assert _stages_run(out) == {"check_params", "synthesize", "preprocess", "split", "aggregate"} | FOLD_STAGES
 
     manifest = pd.read_csv(pipeline_repo / "data/preprocessed/manifest.csv")
     assert sorted(manifest["grade"].value_counts().items()) == [("HGG", 10), ("LGG", 6)]
@@ -79,8 +86,12 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(pipeline_repo):
         assert weights["use_class_weights"] and weights["LGG"] > 1 > weights["HGG"]
         assert f"fold {k}: class weights: LGG=" in out
         assert sorted(p.name for p in (pipeline_repo / f"plots/train/fold_{k}").glob("epoch_002_*.png")) == [
-            "epoch_002_attention.png", "epoch_002_confusion.png", "epoch_002_curves.png", "epoch_002_roc.png"]
-    summary = json.loads((pipeline_repo / "metrics/train/fold_0/metrics.json").read_text())
+            "epoch_002_attention.png",
+            "epoch_002_confusion.png",
+            "epoch_002_curves.png",
+            "epoch_002_roc.png",
+        ]
+    summary = json.loads((pipeline_repo / "metrics/train/fold_0.json").read_text())
     assert {"auc", "loss", "mil"} <= set(summary["val"]) and "collapse_epochs" in summary
     held_out = json.loads((pipeline_repo / "metrics/eval/fold_3.json").read_text())
     assert {"auc", "pr_auc", "brier", "ece", "at_0.5", "at_youden_inner_val", "mil"} <= set(held_out)
@@ -104,35 +115,48 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(pipeline_repo):
 
     shown = _dvc(pipeline_repo, "metrics", "show")
     assert "metrics/preprocess.json" in shown and "slices_total" in shown
-    assert "metrics/train/fold_4/metrics.json" in shown and "best.val_auc" in shown
+    assert "metrics/train/fold_4.json" in shown and "best.val_auc" in shown
 
     # The audit knob re-runs the training stages only.
     run_tool(["git", "add", "-A"], pipeline_repo)
     run_tool(["git", "commit", "-qm", "baseline run"], pipeline_repo)
     experiment = _dvc(pipeline_repo, "exp", "run", "-n", "smoothing-0.1", "-S", "label_smoothing=0.1")
-    assert _stages_run(experiment) == FOLD_STAGES | {"aggregate"}
+    assert _stages_run(experiment) == {"check_params", "aggregate"} | FOLD_STAGES
     metrics_diff = _dvc(pipeline_repo, "metrics", "diff")
     # smoothed targets change every training loss (a tiny 2-epoch model may rank patients the same)
-    assert all(f"metrics/train/fold_{k}/metrics.json" in metrics_diff for k in range(5))
+    assert all(f"metrics/train/fold_{k}.json" in metrics_diff for k in range(5))
     assert "train.loss" in metrics_diff
     _dvc(pipeline_repo, "plots", "diff", "-o", "plots_html")
     html = (pipeline_repo / "plots_html/index.html").read_text()
-    assert "Held-out ROC" in html and "Pooled confusion at 0.5" in html
+    assert "Held-out ROC" in html and "Pooled confusion at 0.5" in html and "Held-out confusion per fold" in html
     shown = _dvc(pipeline_repo, "exp", "show", "--csv")
     assert "smoothing-0.1" in shown and "label_smoothing" in shown and "pooled.auc" in shown
-    compared = run_tool([sys.executable, "-m", "gliomil.compare", "HEAD", "smoothing-0.1"], pipeline_repo,
-                        env=tool_env(pipeline_repo / "src")).stdout
+    compared = run_tool(
+        [sys.executable, "-m", "gliomil.compare", "HEAD", "smoothing-0.1"],
+        pipeline_repo,
+        env=tool_env(pipeline_repo / "src"),
+    ).stdout
     rows = [line for line in compared.splitlines() if line.startswith("| ") and "->" in line]
     assert len(rows) == 5 and "Pooled out-of-fold AUC" in compared
-    unknown = run_tool([sys.executable, "-m", "gliomil.compare", "HEAD", "no-such-run"], pipeline_repo,
-                       env=tool_env(pipeline_repo / "src"), check=False)
-    assert unknown.returncode == 1 and unknown.stderr.strip().startswith("error: cannot read the metrics of 'no-such-run'")
+    unknown = run_tool(
+        [sys.executable, "-m", "gliomil.compare", "HEAD", "no-such-run"],
+        pipeline_repo,
+        env=tool_env(pipeline_repo / "src"),
+        check=False,
+    )
+    assert unknown.returncode == 1 and unknown.stderr.strip().startswith(
+        "error: cannot read the metrics of 'no-such-run'"
+    )
+
+    # Another seed repeats the cross-validation on the same cohort: synthesize and preprocess are kept.
+    repeat = _dvc(pipeline_repo, "exp", "run", "-n", "seed-43", "-S", "seed=43")
+    assert _stages_run(repeat) == {"check_params", "split", "aggregate"} | FOLD_STAGES
 
     # A preprocess param re-runs preprocess and what depends on it, not synthesize.
     params = _tiny_params()
     params["preprocess"]["image_size"] = 12
     _write_params(pipeline_repo, params)
-    assert _stages_run(_repro(pipeline_repo)) == {"preprocess", "split", "aggregate"} | FOLD_STAGES
+    assert _stages_run(_repro(pipeline_repo)) == {"check_params", "preprocess", "split", "aggregate"} | FOLD_STAGES
 
 
 def test_bad_subject_fails_with_one_line_and_leaves_no_output(pipeline_repo):
@@ -142,14 +166,15 @@ def test_bad_subject_fails_with_one_line_and_leaves_no_output(pipeline_repo):
     t1ce.chmod(0o644)
     t1ce.write_bytes(b"not a nifti file")
 
-    result = run_tool([sys.executable, "stages/preprocess.py"], pipeline_repo,
-                      env=tool_env(pipeline_repo / "src"), check=False)
+    result = run_tool(
+        [sys.executable, "stages/preprocess.py"], pipeline_repo, env=tool_env(pipeline_repo / "src"), check=False
+    )
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("error: ") and "Traceback" not in result.stderr
     assert bad.name in lines[-1] and t1ce.name in lines[-1]
     assert not (pipeline_repo / "data/preprocessed").exists()
-    assert not list((pipeline_repo / "data").glob("*.partial"))
+    assert not list((pipeline_repo / "data").glob("*.partial")) + list((pipeline_repo / "data").glob(".*.partial-*"))
 
     # on_error: skip carries on and reports the subject with its reason.
     params = _tiny_params()
@@ -161,3 +186,74 @@ def test_bad_subject_fails_with_one_line_and_leaves_no_output(pipeline_repo):
     assert t1ce.name in skipped["reason"][0]
     manifest = pd.read_csv(pipeline_repo / "data/preprocessed/manifest.csv")
     assert bad.name not in set(manifest["subject_id"]) and len(manifest) == 15
+
+
+def _output_hashes(repo: Path) -> dict[str, str]:
+    """SHA-256 of every file the pipeline wrote or recorded (dvc.lock included), by path."""
+    inputs = {"src", "stages", ".git", "params.yaml", "dvc.yaml"}
+    return {
+        str(p.relative_to(repo)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(repo.rglob("*"))
+        if p.is_file()
+        and p.relative_to(repo).parts[0] not in inputs
+        and p.relative_to(repo).parts[:2] != (".dvc", "tmp")
+    }
+
+
+def _folds_in_plots(repo: Path) -> dict[str, set[str]]:
+    """For every plot `dvc plots show` renders: the folds its data (or image path) covers."""
+    shown = json.loads(_dvc(repo, "plots", "show", "--json"))
+    assert "errors" not in shown, shown["errors"]
+    folds = {}
+    for name, renders in shown["data"].items():
+        for render in renders:
+            if render["type"] == "vega":
+                folds.setdefault(name, set()).update(str(row["fold"]) for row in render["content"]["data"]["values"])
+            else:
+                folds.setdefault("images", set()).update(re.findall(r"fold_(\d+)", render["url"]))
+    return folds
+
+
+BAD_PARAMS = [  # (change to the tiny params, what the one error line must say)
+    (lambda p: p["train"].update(epoch=3), "unknown key 'train.epoch' (did you mean 'train.epochs'?)"),
+    (lambda p: p.update(label_smothing=0.1), "unknown key 'label_smothing' (did you mean 'label_smoothing'?)"),
+    (lambda p: p["train"].update(bag_size=-1), "train.bag_size must be an integer >= 1, got -1"),
+    (lambda p: p["data"].update(root="/nonexistent"), "data.root: /nonexistent is not a folder"),
+    (lambda p: p["aggregate"].update(min_recall=2), "aggregate.min_recall must be a number in [0.0, 1.0], got 2"),
+]
+
+
+def test_three_folds_everywhere_and_bad_params_stop_before_any_stage(tmp_path):
+    params = _tiny_params()
+    params["folds"] = [0, 1, 2]
+    repo = make_pipeline_repo(tmp_path, params)
+    three = {f"{stage}@{k}" for stage in ("train", "evaluate") for k in range(3)}
+    assert _stages_run(_repro(repo)) == {"check_params", "synthesize", "preprocess", "split", "aggregate"} | three
+
+    shown = _dvc(repo, "metrics", "show")
+    for kind in ("train", "eval"):
+        assert set(re.findall(rf"metrics/{kind}/fold_(\d+)\.json", shown)) == {"0", "1", "2"}
+    folds = _folds_in_plots(repo)
+    assert set(folds) >= {
+        "Inner-validation AUC",
+        "Training loss",
+        "Held-out ROC",
+        "Held-out confusion per fold at 0.5",
+        "images",
+    }
+    assert all(covered == {"0", "1", "2"} for covered in folds.values()), folds
+
+    before = _output_hashes(repo)
+    for change, message in BAD_PARAMS:
+        bad = _tiny_params()
+        bad["folds"] = [0, 1, 2]
+        change(bad)
+        _write_params(repo, bad)
+        result = run_tool([DVC, "repro"], repo, env=tool_env(repo / "src"), check=False)
+        assert result.returncode != 0
+        errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error: ")]
+        assert errors == [f"error: params.yaml: {message}"], result.stdout + result.stderr
+        assert _stages_run(result.stdout) == {"check_params"}
+        assert _output_hashes(repo) == before, message
+    _write_params(repo, params)
+    assert "Data and pipelines are up to date." in _repro(repo)

@@ -7,8 +7,7 @@ import pytest
 
 from gliomil.brats import find_subjects
 from gliomil.errors import GliomilError
-from gliomil.preprocess import (PreprocessSettings, load_bag, preprocess_cohort, read_manifest,
-                                read_slice_table)
+from gliomil.preprocess import PreprocessSettings, load_bag, preprocess_cohort, read_manifest, read_slice_table
 
 SETTINGS = PreprocessSettings(image_size=16)
 SUFFIXES = {"flair": "flair", "t1": "t1", "t1ce": "t1ce", "t2": "t2", "seg": "seg"}
@@ -25,8 +24,16 @@ def test_manifest_and_slices_describe_every_subject(preprocessed, tiny_cohort):
     out, report = preprocessed
     manifest = read_manifest(out)
     assert report.subjects_found == 14 and report.skipped == []
-    assert list(manifest.columns) == ["subject_id", "patient_id", "grade", "label", "n_slices", "slices_file",
-                                      "content_sha256", "source_files"]
+    assert list(manifest.columns) == [
+        "subject_id",
+        "patient_id",
+        "grade",
+        "label",
+        "n_slices",
+        "slices_file",
+        "content_sha256",
+        "source_files",
+    ]
     assert (manifest["label"] == (manifest["grade"] == "HGG").astype(int)).all()
     slices = read_slice_table(out)
     for row in manifest.itertuples():
@@ -59,14 +66,30 @@ def test_fail_mode_names_subject_and_file_and_leaves_nothing(copy_of_tiny_cohort
         preprocess_cohort(find_subjects(copy_of_tiny_cohort), out, SETTINGS, SUFFIXES, workers=2, progress=False)
     message = str(info.value)
     assert case.name in message and "t2" in message and "\n" not in message
-    assert not out.exists() and not list(tmp_path.glob("*.partial"))
+    assert [p.name for p in tmp_path.iterdir()] == [copy_of_tiny_cohort.name], "no output, no temporary folder"
 
 
 def test_skip_mode_lists_the_bad_subject(copy_of_tiny_cohort, tmp_path):
     case = sorted((copy_of_tiny_cohort / "LGG").iterdir())[0]
     (case / f"{case.name}_flair.nii.gz").write_bytes(b"\x1f\x8b truncated")
-    report = preprocess_cohort(find_subjects(copy_of_tiny_cohort), tmp_path / "pre", SETTINGS, SUFFIXES,
-                               on_error="skip", workers=1, progress=False)
+    report = preprocess_cohort(
+        find_subjects(copy_of_tiny_cohort),
+        tmp_path / "pre",
+        SETTINGS,
+        SUFFIXES,
+        on_error="skip",
+        workers=1,
+        progress=False,
+    )
     assert [s for s, _ in report.skipped] == [case.name]
     assert f"{case.name}_flair.nii.gz" in report.skipped[0][1]
     assert case.name not in set(report.manifest["subject_id"]) and len(report.manifest) == 13
+
+
+def test_incomplete_suffixes_fail_before_any_work_even_in_skip_mode(tiny_cohort, tmp_path):
+    suffixes = {key: value for key, value in SUFFIXES.items() if key != "seg"}
+    with pytest.raises(ValueError, match="missing: seg"):
+        preprocess_cohort(
+            find_subjects(tiny_cohort), tmp_path / "pre", SETTINGS, suffixes, on_error="skip", workers=2, progress=False
+        )
+    assert list(tmp_path.iterdir()) == []

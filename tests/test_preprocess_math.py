@@ -6,9 +6,18 @@ import torch
 import torch.nn.functional as F
 
 from gliomil.brats import Volumes
-from gliomil.preprocess import (PreprocessSettings, bounding_box, brain_mask, clip_and_zscore, content_hash,
-                                enclosing_square, preprocess_volumes, resample, resize_weights,
-                                zscore_parameters)
+from gliomil.preprocess import (
+    PreprocessSettings,
+    bounding_box,
+    brain_mask,
+    clip_and_zscore,
+    content_hash,
+    enclosing_square,
+    preprocess_volumes,
+    resample,
+    resize_weights,
+    zscore_parameters,
+)
 
 
 def normalised(volume, mask, percentiles=(0.5, 99.5)):
@@ -79,8 +88,13 @@ def test_resize_weights_match_torch_antialiased_bilinear(size_in, size_out):
 
     ours = resample(planes, rows, columns)
 
-    expected = F.interpolate(torch.from_numpy(planes)[None], size=(size_out, size_out + 2), mode="bilinear",
-                             antialias=True, align_corners=False)[0].numpy()
+    expected = F.interpolate(
+        torch.from_numpy(planes)[None],
+        size=(size_out, size_out + 2),
+        mode="bilinear",
+        antialias=True,
+        align_corners=False,
+    )[0].numpy()
     # Both use float32 weights and sums; values are ~N(0, 1).
     np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=5e-5)
 
@@ -88,8 +102,7 @@ def test_resize_weights_match_torch_antialiased_bilinear(size_in, size_out):
 def test_resize_keeps_constant_images_constant_and_identity_at_same_size():
     weights = resize_weights(10, 5)
     np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-6)
-    np.testing.assert_allclose(resample(np.full((2, 10, 10), 3.0, dtype=np.float32), weights, weights), 3.0,
-                               rtol=1e-6)
+    np.testing.assert_allclose(resample(np.full((2, 10, 10), 3.0, dtype=np.float32), weights, weights), 3.0, rtol=1e-6)
     np.testing.assert_array_equal(resize_weights(8, 8), np.eye(8))
     noise = np.random.default_rng(0).normal(size=(4, 8, 8)).astype(np.float32)
     np.testing.assert_array_equal(resample(noise, resize_weights(8, 8), resize_weights(8, 8)), noise)
@@ -107,8 +120,9 @@ def _cube_subject(shape=(24, 24, 12), tumour_slices=(5, 6)):
 
 def test_preprocess_volumes_keeps_brain_slices_and_records_tumour_fraction():
     volumes = _cube_subject()
-    bag = preprocess_volumes(volumes, PreprocessSettings(image_size=8, clip_percentiles=(0, 100),
-                                                         min_brain_fraction=0.1))
+    bag = preprocess_volumes(
+        volumes, PreprocessSettings(image_size=8, clip_percentiles=(0, 100), min_brain_fraction=0.1)
+    )
     np.testing.assert_array_equal(bag.z_index, np.arange(2, 10))  # slices 2..9 hold brain
     assert bag.slices.shape == (8, 4, 8, 8) and bag.slices.dtype == np.float16
     # brain is 16 x 12 inside a 16 x 16 square
@@ -133,7 +147,7 @@ def reference_slices(volumes, settings):
     x0 = xs[0] - (side - (xs[-1] + 1 - xs[0])) // 2
     y0 = ys[0] - (side - (ys[-1] + 1 - ys[0])) // 2
     padded = np.pad(normal, ((0, 0), (side, side), (side, side), (0, 0)))
-    square = padded[:, x0 + side:x0 + 2 * side, y0 + side:y0 + 2 * side]
+    square = padded[:, x0 + side : x0 + 2 * side, y0 + side : y0 + 2 * side]
     keep = np.flatnonzero(mask.sum(axis=(0, 1)) / side**2 >= settings.min_brain_fraction)
     kept = torch.from_numpy(np.ascontiguousarray(square[..., keep].transpose(3, 0, 1, 2)))
     size = (settings.image_size, settings.image_size)

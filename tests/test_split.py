@@ -10,8 +10,9 @@ from gliomil.split import FoldSplit, class_counts, make_splits
 
 def _manifest(n_hgg, n_lgg, groups=None):
     ids = [f"H{i:03d}" for i in range(n_hgg)] + [f"L{i:03d}" for i in range(n_lgg)]
-    frame = pd.DataFrame({"subject_id": ids, "label": [1] * n_hgg + [0] * n_lgg,
-                          "grade": ["HGG"] * n_hgg + ["LGG"] * n_lgg})
+    frame = pd.DataFrame(
+        {"subject_id": ids, "label": [1] * n_hgg + [0] * n_lgg, "grade": ["HGG"] * n_hgg + ["LGG"] * n_lgg}
+    )
     frame["patient_id"] = frame["subject_id"] if groups is None else groups
     return frame
 
@@ -67,8 +68,7 @@ def test_subjects_of_one_patient_stay_on_one_side():
     for split in make_splits(manifest, 4, 0.25, seed=3):
         for patient in ("H000", "L000"):
             members = manifest.loc[manifest["patient_id"] == patient, "subject_id"]
-            sides = {role for role in ("train", "inner_val", "test")
-                     for s in members if s in getattr(split, role)}
+            sides = {role for role in ("train", "inner_val", "test") for s in members if s in getattr(split, role)}
             assert len(sides) == 1, (split.fold, patient, sides)
 
 

@@ -15,14 +15,14 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from gliomil import synthetic
-from gliomil.errors import GliomilError, ParamsError
-from gliomil.synthetic import (CONTRAST, FOV_MM, MODALITIES, subject_seed, synthesize_cohort,
-                               synthesize_subject)
+from gliomil.errors import GliomilError
+from gliomil.synthetic import CONTRAST, FOV_MM, subject_seed, synthesize_cohort, synthesize_subject
+from gliomil.vocabulary import MODALITIES
 
 # Small enough to keep the file fast; the generator is defined in millimetres, so its
 # statistics at this size match the default 96 x 96 x 64 (checked when tuning).
 BASELINE_SHAPE = (64, 64, 40)
-BASELINE_N = 60            # per grade
+BASELINE_N = 60  # per grade
 TINY_SHAPE = (32, 32, 20)  # for file-level tests
 
 
@@ -57,19 +57,25 @@ def baseline_cohort():
             t1, t1ce = (images[MODALITIES.index(m)] for m in ("t1", "t1ce"))
             brain = images[0] > 0
             enhancing = seg == 4
-            rows.append({
-                "hgg": grade == "HGG",
-                "features": tumour_features(images, seg),
-                "tumour_slice_share": len(tumour_z) / len(brain_z),
-                "enhancing": bool(enhancing.any()),
-                # Enhancement: label-4 voxels are brighter on T1ce than on T1, relative to each brain.
-                "t1ce_gain": (t1ce[enhancing].mean() / t1ce[brain].mean() - t1[enhancing].mean() / t1[brain].mean()
-                              if enhancing.any() else np.nan),
-            })
+            rows.append(
+                {
+                    "hgg": grade == "HGG",
+                    "features": tumour_features(images, seg),
+                    "tumour_slice_share": len(tumour_z) / len(brain_z),
+                    "enhancing": bool(enhancing.any()),
+                    # Enhancement: label-4 voxels are brighter on T1ce than on T1, relative to each brain.
+                    "t1ce_gain": (
+                        t1ce[enhancing].mean() / t1ce[brain].mean() - t1[enhancing].mean() / t1[brain].mean()
+                        if enhancing.any()
+                        else np.nan
+                    ),
+                }
+            )
     return rows
 
 
 # -- grading difficulty ------------------------------------------------------------------------
+
 
 def test_grade_is_learnable_but_not_trivial(baseline_cohort):
     x = np.array([row["features"] for row in baseline_cohort])
@@ -98,6 +104,7 @@ def test_tumour_spans_a_minority_of_brain_slices(baseline_cohort):
 
 # -- one subject -----------------------------------------------------------------------------
 
+
 def test_subject_arrays_and_labels():
     for grade in ("HGG", "LGG"):
         images, seg = subject(grade, 1)
@@ -116,7 +123,7 @@ def test_skull_stripped_brain_in_the_middle_of_the_volume():
     assert 0.08 < brain.mean() < 0.4
     assert not (seg[~brain] > 0).any()
     z = np.flatnonzero(brain.any(axis=(0, 1)))
-    assert z.min() > 0 and z.max() < brain.shape[2] - 1   # not every slice holds brain
+    assert z.min() > 0 and z.max() < brain.shape[2] - 1  # not every slice holds brain
     assert 0.55 < len(z) / brain.shape[2] < 0.95
     for axis in (0, 1):  # in-plane, the brain sits inside the field of view too
         extent = np.flatnonzero(brain.any(axis=tuple(a for a in (0, 1, 2) if a != axis)))
@@ -157,13 +164,14 @@ def test_bad_arguments():
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError):
         synthesize_subject("GBM", BASELINE_SHAPE, rng)
-    with pytest.raises(ParamsError):
+    with pytest.raises(ValueError):
         synthesize_subject("HGG", (8, 64, 40), rng)
-    with pytest.raises(ParamsError):
+    with pytest.raises(ValueError):
         synthesize_subject("HGG", (64, 64), rng)
 
 
 # -- files -----------------------------------------------------------------------------------
+
 
 def files_of(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
@@ -178,14 +186,12 @@ def tiny_cohort(tmp_path_factory):
 
 def test_layout_and_names(tiny_cohort):
     out, cases = tiny_cohort
-    assert cases == ["SynBraTS_HGG_001", "SynBraTS_HGG_002", "SynBraTS_HGG_003",
-                     "SynBraTS_LGG_001", "SynBraTS_LGG_002"]
+    assert cases == ["SynBraTS_HGG_001", "SynBraTS_HGG_002", "SynBraTS_HGG_003", "SynBraTS_LGG_001", "SynBraTS_LGG_002"]
     assert sorted(p.name for p in out.iterdir()) == ["HGG", "LGG"]
     for case in cases:
         grade = case.split("_")[1]
         case_dir = out / grade / case
-        assert sorted(p.name for p in case_dir.iterdir()) == sorted(
-            f"{case}_{m}.nii.gz" for m in (*MODALITIES, "seg"))
+        assert sorted(p.name for p in case_dir.iterdir()) == sorted(f"{case}_{m}.nii.gz" for m in (*MODALITIES, "seg"))
     # Nothing left beside the output (the temporary build folder was renamed).
     assert [p.name for p in out.parent.iterdir()] == ["synthetic"]
 
@@ -209,8 +215,8 @@ def test_nifti_headers(tiny_cohort):
             assert data.min() == 0 and data.max() > 100
         raw = path.read_bytes()
         assert raw[:2] == b"\x1f\x8b"
-        assert raw[4:8] == b"\0\0\0\0"   # gzip mtime 0
-        assert raw[3] & 0x08 == 0         # no file name stored
+        assert raw[4:8] == b"\0\0\0\0"  # gzip mtime 0
+        assert raw[3] & 0x08 == 0  # no file name stored
         assert len(gzip.decompress(raw)) > 0
 
 
@@ -268,10 +274,10 @@ def test_failure_leaves_nothing_behind(tmp_path, monkeypatch, workers):
 
 
 def test_bad_cohort_params(tmp_path):
-    with pytest.raises(ParamsError):
+    with pytest.raises(ValueError):
         synthesize_cohort(tmp_path / "a", n_hgg=0, n_lgg=0, shape=TINY_SHAPE, seed=0)
-    with pytest.raises(ParamsError):
+    with pytest.raises(ValueError):
         synthesize_cohort(tmp_path / "b", n_hgg=1, n_lgg=1, shape=TINY_SHAPE, seed=0, workers=0)
-    with pytest.raises(ParamsError):
+    with pytest.raises(ValueError):
         synthesize_cohort(tmp_path / "c", n_hgg=1, n_lgg=1, shape=(32, 32, 8), seed=0)
     assert list(tmp_path.iterdir()) == []

@@ -1,4 +1,5 @@
-"""Training loop: learning on a toy task, reproducibility, class weights, sampling, diagnostics, reporting."""
+"""Training loop: learning on a toy task, reproducibility, class weights, sampling, diagnostics, reporting,
+one step, model selection and the config built from params."""
 
 import json
 
@@ -9,11 +10,14 @@ from dvclive import Live
 
 from gliomil import params as P
 from gliomil.data import BagSet, augment_bag, epoch_order, sample_slices
-from gliomil.diagnostics import CollapseThresholds
+from gliomil.diagnostics import LOGGED_KEYS, CollapseThresholds
 from gliomil.errors import ParamsError
+from gliomil.inference import load_checkpoint, score_bags
+from gliomil.losses import mil_loss
+from gliomil.metrics import epoch_metrics
+from gliomil.model import ModelConfig
 from gliomil.reporting import EpochReporter
-from gliomil.train import (BagScores, ModelConfig, TrainConfig, autocast_dtype, classification_metrics,
-                           config_from_params, load_checkpoint, score_bags, train_fold)
+from gliomil.train import BestCheckpoint, TrainConfig, epoch_record, train_fold, train_step
 
 TINY_MODEL = ModelConfig(width=8, depth=2)
 
@@ -26,9 +30,9 @@ def toy_bags(n_hgg: int, n_lgg: int, seed: int) -> BagSet:
         n = int(rng.integers(6, 12))
         bag = rng.normal(size=(n, 4, 16, 16)).astype(np.float16)
         marked = rng.choice(n, size=2, replace=False)
-        bag[marked, :, 5:11, 5:11] += 1.5               # a lesion in every bag ...
+        bag[marked, :, 5:11, 5:11] += 1.5  # a lesion in every bag ...
         if label:
-            bag[marked, 2, 5:11, 5:11] += 3.0           # ... that enhances only in HGG
+            bag[marked, 2, 5:11, 5:11] += 3.0  # ... that enhances only in HGG
         fraction = np.zeros(n)
         fraction[marked] = 36 / 256
         bags.append(bag)
@@ -40,8 +44,7 @@ def toy_bags(n_hgg: int, n_lgg: int, seed: int) -> BagSet:
 
 
 def tiny_config(**overrides) -> TrainConfig:
-    settings = dict(epochs=6, batch_size=4, bag_size=8, lr=3e-3, patience=10, amp=False, plot_every=0,
-                    model=TINY_MODEL, seed=1)
+    settings = dict(epochs=6, batch_size=4, bag_size=8, lr=3e-3, patience=10, amp=False, model=TINY_MODEL, seed=1)
     settings.update(overrides)
     return TrainConfig(**settings)
 
@@ -59,7 +62,7 @@ def test_tiny_training_run_beats_chance(toy_data, tmp_path):
     model, checkpoint = load_checkpoint(tmp_path / "best.pt")
     assert checkpoint["epoch"] == result.best_epoch
     scores = score_bags(model, val_set.bags, torch.device("cpu"))
-    assert classification_metrics(val_set.labels, scores.probabilities)["auc"] == pytest.approx(result.best["auc"])
+    assert epoch_metrics(val_set.labels, scores.probabilities)["auc"] == pytest.approx(result.best["auc"])
     # the attention stream learns to look at the marked (tumour) slices
     assert result.history[result.best_epoch - 1]["val/mil/attention_tumour_lift"] > 1.0
 
@@ -83,8 +86,9 @@ def test_class_weights_are_logged_and_follow_the_counts(toy_data, tmp_path):
     # 24 HGG + 16 LGG: balanced weights 40 / (2 * 16) and 40 / (2 * 24)
     assert result.class_weights == pytest.approx((1.25, 40 / 48))
     assert "fold 3: class weights: LGG=1.2500, HGG=0.8333" in logs
-    unweighted = train_fold(tiny_config(epochs=1, use_class_weights=False), 3, train_set, val_set,
-                            tmp_path / "u.pt", log=logs.append)
+    unweighted = train_fold(
+        tiny_config(epochs=1, use_class_weights=False), 3, train_set, val_set, tmp_path / "u.pt", log=logs.append
+    )
     assert unweighted.class_weights is None
 
 
@@ -92,16 +96,23 @@ def test_collapse_epochs_are_counted_and_warned(toy_data, tmp_path):
     train_set, val_set = toy_data
     always_uniform = CollapseThresholds(uniform_entropy=0.01, uniform_max_ratio=1e6)
     logs = []
-    result = train_fold(tiny_config(epochs=2, collapse=always_uniform), 4, train_set, val_set,
-                        tmp_path / "c.pt", log=logs.append)
+    result = train_fold(
+        tiny_config(epochs=2, collapse=always_uniform), 4, train_set, val_set, tmp_path / "c.pt", log=logs.append
+    )
     assert result.collapse_epochs == {"uniform": 4, "one-hot": 0}  # train and val bags, 2 epochs
     assert any(line.startswith("WARNING: fold 4 epoch 2: uniform attention collapse") for line in logs)
 
 
 def test_early_stopping_after_patience(toy_data, tmp_path):
     train_set, val_set = toy_data
-    result = train_fold(tiny_config(epochs=30, lr=0.0, lr_min=0.0, patience=2, select_metric="loss"), 0,
-                        train_set, val_set, tmp_path / "e.pt", log=lambda _: None)
+    result = train_fold(
+        tiny_config(epochs=30, lr=0.0, lr_min=0.0, patience=2, select_metric="loss"),
+        0,
+        train_set,
+        val_set,
+        tmp_path / "e.pt",
+        log=lambda _: None,
+    )
     # with a learning rate of 0 nothing improves after epoch 1
     assert len(result.history) == 3 and result.best_epoch == 1
 
@@ -139,30 +150,12 @@ def test_augment_bag_flips_left_right_and_scales_each_modality():
     assert seen_flip and seen_plain
 
 
-def test_autocast_choice():
-    assert autocast_dtype(torch.device("cpu"), amp=False) is None
-    assert autocast_dtype(torch.device("cuda"), amp=True) == torch.float16
-    assert autocast_dtype(torch.device("cpu"), amp=True) in (None, torch.bfloat16)
-
-
-def test_probability_rules_read_one_or_both_streams():
-    logits = dict(bag_logits=np.array([0.0, np.log(3.0)]), max_instance_logits=np.array([np.log(3.0), -np.log(3.0)]),
-                  instance_logits=np.zeros(5), attention=np.full(5, 0.2), critical=np.array([0, 1]),
-                  bag_sizes=np.array([2, 3]))
-    bag_only = BagScores(**logits, prediction="bag_stream")
-    both = BagScores(**logits, prediction="both_streams")
-    np.testing.assert_allclose(bag_only.probabilities, [0.5, 0.75])
-    np.testing.assert_allclose(both.probabilities, [(0.5 + 0.75) / 2, (0.75 + 0.25) / 2])
-    assert BagScores.concat([both, both]).prediction == "both_streams"
-    with pytest.raises(ValueError, match="prediction must be one of"):
-        ModelConfig(prediction="max").build()
-
-
 def test_the_checkpoint_keeps_the_prediction_rule(toy_data, tmp_path):
     train_set, val_set = toy_data
     model_config = ModelConfig(width=8, depth=2, prediction="both_streams")
-    train_fold(tiny_config(epochs=1, model=model_config), 0, train_set, val_set, tmp_path / "best.pt",
-               log=lambda _: None)
+    train_fold(
+        tiny_config(epochs=1, model=model_config), 0, train_set, val_set, tmp_path / "best.pt", log=lambda _: None
+    )
     model, _ = load_checkpoint(tmp_path / "best.pt")
     scores = score_bags(model, val_set.bags, torch.device("cpu"))
     assert model.prediction == scores.prediction == "both_streams"
@@ -171,24 +164,15 @@ def test_the_checkpoint_keeps_the_prediction_rule(toy_data, tmp_path):
     np.testing.assert_allclose(scores.probabilities, (bag + instance) / 2, rtol=1e-6)
 
 
-def test_classification_metrics_counts_predicted_hgg():
-    labels = np.array([1, 1, 1, 0, 0])
-    metrics = classification_metrics(labels, np.array([0.9, 0.8, 0.2, 0.6, 0.1]))
-    assert metrics["predicted_hgg"] == 3 and metrics["true_hgg"] == 3
-    assert metrics["accuracy"] == pytest.approx(0.6)
-    assert metrics["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 2) / 2)
-    assert metrics["auc"] == pytest.approx(5 / 6)
-
-
 def test_reporter_logs_every_epoch_and_plots_with_fixed_names(toy_data, tmp_path):
     train_set, val_set = toy_data
     live = Live(dir=str(tmp_path / "live"), dvcyaml=False, save_dvc_exp=False)
     reporter = EpochReporter(live, tmp_path / "plots", plot_every=2, fold=0, val_set=val_set)
-    train_fold(tiny_config(epochs=4), 0, train_set, val_set, tmp_path / "r.pt", log=lambda _: None,
-               on_epoch=reporter)
+    train_fold(tiny_config(epochs=4), 0, train_set, val_set, tmp_path / "r.pt", log=lambda _: None, on_epoch=reporter)
     live.end()
     names = sorted(p.name for p in (tmp_path / "plots").iterdir())
-    assert names == [f"epoch_{e:03d}_{kind}.png" for e in (2, 4) for kind in ("attention", "confusion", "curves", "roc")]
+    kinds = ("attention", "confusion", "curves", "roc")
+    assert names == [f"epoch_{e:03d}_{kind}.png" for e in (2, 4) for kind in kinds]
     loss_rows = (tmp_path / "live/plots/metrics/val/loss.tsv").read_text().splitlines()
     assert len(loss_rows) == 1 + 4  # header + one row per epoch
     summary = json.loads((tmp_path / "live/metrics.json").read_text())
@@ -205,16 +189,68 @@ def test_a_failing_plot_is_logged_and_training_goes_on(toy_data, tmp_path, monke
         raise RuntimeError("no display")
 
     monkeypatch.setattr("gliomil.reporting.plot_roc", broken)
-    result = train_fold(tiny_config(epochs=2), 0, train_set, val_set, tmp_path / "p.pt", log=logs.append,
-                        on_epoch=reporter)
+    result = train_fold(
+        tiny_config(epochs=2), 0, train_set, val_set, tmp_path / "p.pt", log=logs.append, on_epoch=reporter
+    )
     assert len(result.history) == 2
     assert "WARNING: fold 0 epoch 1: plotting failed: RuntimeError: no display" in logs
 
 
+def config_from(params: dict) -> TrainConfig:
+    """What the train stage builds from params.yaml."""
+    top = {key: P.value(params, key) for key in ("seed", "label_smoothing", "use_class_weights")}
+    return TrainConfig.from_settings(top, P.section(params, "train"))
+
+
 def test_committed_params_give_a_valid_config_and_bad_values_are_named():
     params = P.load_params()
-    config = config_from_params(params)
+    config = config_from(params)
     assert config.label_smoothing == 0.2 and config.use_class_weights and config.weighted_sampler
+    train = params["train"]
+    assert config.model == ModelConfig(**train["model"]) and config.top_k == train["diagnostics"]["top_k"]
+    assert config.collapse == CollapseThresholds(**{k: v for k, v in train["diagnostics"].items() if k != "top_k"})
+    assert config.betas == tuple(train["betas"]) and config.epochs == train["epochs"]
     params["train"]["bag_size"] = 0
     with pytest.raises(ParamsError, match="train.bag_size must be an integer >= 1, got 0"):
-        config_from_params(params)
+        config_from(params)
+
+
+def test_train_step_takes_one_optimiser_step_and_returns_the_outputs():
+    torch.manual_seed(0)
+    model = TINY_MODEL.build().train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    sizes = [3, 5]
+    slices = torch.randn(sum(sizes), 4, 16, 16)
+    labels = torch.tensor([1, 0])
+    before = [p.detach().clone() for p in model.parameters()]
+    loss, out = train_step(model, optimizer, scaler, mil_loss, slices, sizes, labels, None)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    assert loss.item() == pytest.approx(mil_loss(out.bag_logits, out.max_instance_logits, labels).item())
+    assert out.bag_logits.shape == (2,) and out.attention.shape == (8,)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_best_checkpoint_by_loss_and_by_auc():
+    by_loss = BestCheckpoint("loss", patience=2)
+    assert by_loss.update(1, {"loss": 0.6, "auc": 0.7})
+    assert not by_loss.update(2, {"loss": 0.7, "auc": 0.9}) and not by_loss.should_stop
+    assert by_loss.update(3, {"loss": 0.5, "auc": 0.6}) and by_loss.epoch == 3
+    assert not by_loss.update(4, {"loss": 0.5, "auc": 0.9})  # equal loss is no improvement
+    assert not by_loss.update(5, {"loss": 0.9, "auc": 0.9}) and by_loss.should_stop
+    by_auc = BestCheckpoint("auc", patience=5)
+    assert by_auc.update(1, {"loss": 0.6, "auc": float("nan")})
+    assert by_auc.update(2, {"loss": 0.9, "auc": 0.6})  # any AUC beats NaN
+    assert by_auc.update(3, {"loss": 0.8, "auc": 0.6})  # tie on AUC: lower loss wins
+    assert not by_auc.update(4, {"loss": 0.1, "auc": 0.55})
+    assert by_auc.epoch == 3 and by_auc.best == {"loss": 0.8, "auc": 0.6}
+
+
+def test_epoch_record_names_every_logged_value():
+    metrics = {"train": {"loss": 0.5, "auc": 0.6}, "val": {"loss": 0.7, "auc": 0.8}}
+    mil = {split: {key: i / 10 for i, key in enumerate(LOGGED_KEYS)} for split in ("train", "val")}
+    record = epoch_record(4, 1e-3, metrics, mil)
+    assert record["epoch"] == 4 and record["lr"] == 1e-3
+    assert record["train/loss"] == 0.5 and record["val/auc"] == 0.8
+    assert record[f"val/mil/{LOGGED_KEYS[2]}"] == pytest.approx(0.2)
+    assert len(record) == 2 + 2 * (2 + len(LOGGED_KEYS))

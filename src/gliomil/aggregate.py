@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 STATUSES = ("Critical", "Needs improvement", "Good", "Best")
 
@@ -61,35 +60,22 @@ def mean_and_std(fold_metrics: list[dict]) -> dict[str, dict[str, float]]:
     summary = {}
     for key in shared:
         values = np.array([f[key] for f in flat])
-        summary[key] = {"mean": float(np.nanmean(values)),
-                        "std": float(np.nanstd(values, ddof=1)) if len(values) > 1 else 0.0}
+        summary[key] = {
+            "mean": float(np.nanmean(values)),
+            "std": float(np.nanstd(values, ddof=1)) if len(values) > 1 else 0.0,
+        }
     return summary
-
-
-def pooled_auc_with_ci(labels: np.ndarray, probabilities: np.ndarray, n_bootstrap: int = 2000,
-                       seed: int = 0, level: float = 0.95) -> dict[str, float]:
-    """AUC of all out-of-fold predictions pooled, with a percentile bootstrap interval over patients.
-
-    Resamples keep the class counts (stratified), so every resample has both classes.
-    """
-    rng = np.random.default_rng(seed)
-    positives, negatives = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
-    aucs = np.empty(n_bootstrap)
-    for b in range(n_bootstrap):
-        sample = np.concatenate([rng.choice(positives, len(positives)), rng.choice(negatives, len(negatives))])
-        aucs[b] = roc_auc_score(labels[sample], probabilities[sample])
-    low, high = np.quantile(aucs, [(1 - level) / 2, (1 + level) / 2])
-    return {"auc": float(roc_auc_score(labels, probabilities)), "ci_low": float(low), "ci_high": float(high),
-            "n_bootstrap": n_bootstrap}
 
 
 def seed_table(fold_metrics: list[dict], statuses: list[str], threshold_key: str = "at_0.5") -> pd.DataFrame:
     """The audit's per-fold table: Fold, AUC, F1, Acc, Class balance ("k/n HGG" predicted HGG), Status."""
-    return pd.DataFrame({
-        "Fold": [m["fold"] for m in fold_metrics],
-        "AUC": [round(m["auc"], 4) for m in fold_metrics],
-        "F1": [round(m[threshold_key]["f1"], 4) for m in fold_metrics],
-        "Acc": [round(m[threshold_key]["accuracy"], 4) for m in fold_metrics],
-        "Class balance": [m[threshold_key]["hgg_detected"] for m in fold_metrics],
-        "Status": statuses,
-    })
+    return pd.DataFrame(
+        {
+            "Fold": [m["fold"] for m in fold_metrics],
+            "AUC": [round(m["auc"], 4) for m in fold_metrics],
+            "F1": [round(m[threshold_key]["f1"], 4) for m in fold_metrics],
+            "Acc": [round(m[threshold_key]["accuracy"], 4) for m in fold_metrics],
+            "Class balance": [m[threshold_key]["hgg_detected"] for m in fold_metrics],
+            "Status": statuses,
+        }
+    )

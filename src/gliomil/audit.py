@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .diagnostics import COLLAPSE_KINDS, LOGGED_KEYS, CollapseThresholds, detect_collapse
@@ -18,29 +19,30 @@ class FoldRecord:
     """What the report needs of one fold (read by the aggregate stage from the fold's outputs)."""
 
     fold: int
-    held_out: dict          # metrics/eval/fold_<k>.json
-    training: dict          # metrics/train/fold_<k>/metrics.json (DVCLive summary)
-    class_weights: dict     # models/fold_<k>/class_weights.json
-    mil_history: pd.DataFrame  # read_mil_history() of the fold's DVCLive directory
+    held_out: dict  # metrics/eval/fold_<k>.json
+    training: dict  # metrics/train/fold_<k>.json (DVCLive summary)
+    class_weights: dict  # models/fold_<k>/class_weights.json
+    mil_history: pd.DataFrame  # mil_history() of the fold's recorded history
     epochs_trained: int
-    figures: int            # PNG files in plots/train/fold_<k>
+    figures: int  # PNG files in plots/train/fold_<k>
 
 
-def read_mil_history(live_dir: str | Path) -> pd.DataFrame:
-    """The per-epoch MIL diagnostics DVCLive logged for one fold.
+def mil_history(history: pd.DataFrame) -> pd.DataFrame:
+    """The per-epoch MIL diagnostics of one fold, from the history its train stage recorded
+    (``models/fold_<k>/history.csv``: one row per epoch, columns ``epoch`` and ``<split>/mil/<key>``).
 
     One row per (split, epoch) for split ``train`` and ``val``, with columns ``split``, ``step``
-    and one per :data:`~gliomil.diagnostics.LOGGED_KEYS`; a value that was never logged is NaN.
+    (epoch - 1, as DVCLive counts) and one per :data:`~gliomil.diagnostics.LOGGED_KEYS`; a value
+    that was never logged is NaN.
     """
     frames = []
     for split in ("train", "val"):
-        columns = {}
-        for key in LOGGED_KEYS:
-            path = Path(live_dir) / "plots" / "metrics" / split / "mil" / f"{key}.tsv"
-            if path.exists():
-                columns[key] = pd.read_csv(path, sep="\t", index_col="step")[key]
-        frame = pd.DataFrame(columns).reindex(columns=list(LOGGED_KEYS)).rename_axis("step").reset_index()
-        frames.append(frame.assign(split=split))
+        columns = {key: history.get(f"{split}/mil/{key}") for key in LOGGED_KEYS}
+        frame = pd.DataFrame(
+            {key: np.nan if column is None else column.to_numpy() for key, column in columns.items()},
+            index=range(len(history)),
+        )
+        frames.append(frame.assign(split=split, step=history["epoch"].to_numpy() - 1))
     return pd.concat(frames, ignore_index=True)[["split", "step", *LOGGED_KEYS]]
 
 
@@ -64,8 +66,9 @@ class CheckItem:
     evidence: str
 
 
-def checklist(records: list[FoldRecord], plot_every: int, min_recall: float,
-              thresholds: CollapseThresholds) -> list[CheckItem]:
+def checklist(
+    records: list[FoldRecord], plot_every: int, min_recall: float, thresholds: CollapseThresholds
+) -> list[CheckItem]:
     """The seed audit's verification checklist, item by item.
 
     Collapse warnings are checked against the logs: the collapse epochs that training counted (and
@@ -76,38 +79,71 @@ def checklist(records: list[FoldRecord], plot_every: int, min_recall: float,
     balanced = [min(m["sensitivity"], m["specificity"]) >= min_recall for m in at]
     last = records[-1]
     figures_expected = [4 * (r.epochs_trained // plot_every) if plot_every else 0 for r in records]
-    warned = {r.fold: {kind: r.training.get("collapse_epochs", {}).get(kind) for kind in COLLAPSE_KINDS}
-              for r in records}
+    warned = {
+        r.fold: {kind: r.training.get("collapse_epochs", {}).get(kind) for kind in COLLAPSE_KINDS} for r in records
+    }
     recounted = {r.fold: recount_collapse(r.mil_history, thresholds) for r in records}
     logged = {r.fold: epochs_with_all_diagnostics(r.mil_history) for r in records}
     return [
-        CheckItem("Class balance improved (check confusion matrices)", all(balanced),
-                  "HGG and LGG recall at 0.5 >= {:.2f} in {}/{} folds; per fold: {}".format(
-                      min_recall, sum(balanced), len(records),
-                      ", ".join(f"{r.fold}: {m['hgg_detected']}, LGG {m['confusion']['tn']}/{m['confusion']['tn'] + m['confusion']['fp']}"
-                                for r, m in zip(records, at)))),
-        CheckItem(f"Fold {last.fold} no longer predicts all LGG", at[-1]["predicted_hgg"] > 0,
-                  f"fold {last.fold} predicts {at[-1]['predicted_hgg']} of {last.held_out['n_test']} patients HGG "
-                  f"({at[-1]['hgg_detected']})"),
-        CheckItem("MIL diagnostics logged in all epochs",
-                  all(logged[r.fold] == r.epochs_trained for r in records),
-                  "epochs with every diagnostic for training and validation bags: " + "; ".join(
-                      f"fold {r.fold}: {logged[r.fold]}/{r.epochs_trained}" for r in records)),
-        CheckItem("Attention collapse warnings appear if needed", warned == recounted,
-                  "collapse epochs warned during training vs recounted from the logged diagnostics "
-                  "(training + validation bags): " + "; ".join(
-                      f"fold {k}: warned {w['uniform']} uniform, {w['one-hot']} one-hot; recounted "
-                      f"{recounted[k]['uniform']}, {recounted[k]['one-hot']}" for k, w in warned.items())),
-        CheckItem(f"Plots saved per epoch (plot_every={plot_every})",
-                  all(r.figures == e for r, e in zip(records, figures_expected)),
-                  "; ".join(f"fold {r.fold}: {r.figures}/{e} figures" for r, e in zip(records, figures_expected))),
-        CheckItem("Class weights logged at training start",
-                  all(("LGG" in r.class_weights and "HGG" in r.class_weights) for r in records),
-                  "; ".join(f"fold {r.fold}: LGG={r.class_weights['LGG']:.3f}, HGG={r.class_weights['HGG']:.3f}"
-                            + ("" if r.class_weights["use_class_weights"] else " (unused)") for r in records)),
-        CheckItem("Final metrics include MIL diagnostics", all("mil" in r.held_out for r in records),
-                  "; ".join(f"fold {r.fold}: attention lift on tumour slices "
-                            f"{r.held_out['mil']['attention_tumour_lift']:.2f}" for r in records)),
+        CheckItem(
+            "Class balance improved (check confusion matrices)",
+            all(balanced),
+            "HGG and LGG recall at 0.5 >= {:.2f} in {}/{} folds; per fold: {}".format(
+                min_recall,
+                sum(balanced),
+                len(records),
+                ", ".join(
+                    f"{r.fold}: {m['hgg_detected']}, "
+                    f"LGG {m['confusion']['tn']}/{m['confusion']['tn'] + m['confusion']['fp']}"
+                    for r, m in zip(records, at)
+                ),
+            ),
+        ),
+        CheckItem(
+            f"Fold {last.fold} no longer predicts all LGG",
+            at[-1]["predicted_hgg"] > 0,
+            f"fold {last.fold} predicts {at[-1]['predicted_hgg']} of {last.held_out['n_test']} patients HGG "
+            f"({at[-1]['hgg_detected']})",
+        ),
+        CheckItem(
+            "MIL diagnostics logged in all epochs",
+            all(logged[r.fold] == r.epochs_trained for r in records),
+            "epochs with every diagnostic for training and validation bags: "
+            + "; ".join(f"fold {r.fold}: {logged[r.fold]}/{r.epochs_trained}" for r in records),
+        ),
+        CheckItem(
+            "Attention collapse warnings appear if needed",
+            warned == recounted,
+            "collapse epochs warned during training vs recounted from the logged diagnostics "
+            "(training + validation bags): "
+            + "; ".join(
+                f"fold {k}: warned {w['uniform']} uniform, {w['one-hot']} one-hot; recounted "
+                f"{recounted[k]['uniform']}, {recounted[k]['one-hot']}"
+                for k, w in warned.items()
+            ),
+        ),
+        CheckItem(
+            f"Plots saved per epoch (plot_every={plot_every})",
+            all(r.figures == e for r, e in zip(records, figures_expected)),
+            "; ".join(f"fold {r.fold}: {r.figures}/{e} figures" for r, e in zip(records, figures_expected)),
+        ),
+        CheckItem(
+            "Class weights logged at training start",
+            all(("LGG" in r.class_weights and "HGG" in r.class_weights) for r in records),
+            "; ".join(
+                f"fold {r.fold}: LGG={r.class_weights['LGG']:.3f}, HGG={r.class_weights['HGG']:.3f}"
+                + ("" if r.class_weights["use_class_weights"] else " (unused)")
+                for r in records
+            ),
+        ),
+        CheckItem(
+            "Final metrics include MIL diagnostics",
+            all("mil" in r.held_out for r in records),
+            "; ".join(
+                f"fold {r.fold}: attention lift on tumour slices {r.held_out['mil']['attention_tumour_lift']:.2f}"
+                for r in records
+            ),
+        ),
     ]
 
 
@@ -118,9 +154,15 @@ def _markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
-def render_report(table: pd.DataFrame, summary: dict, records: list[FoldRecord], items: list[CheckItem],
-                  params: dict, images: list[str]) -> str:
-    """The Markdown text of reports/audit.md."""
+def render_report(
+    table: pd.DataFrame,
+    summary: dict,
+    records: list[FoldRecord],
+    items: list[CheckItem],
+    knobs: dict,
+    images: list[str],
+) -> str:
+    """The Markdown text of reports/audit.md; ``knobs`` are the params it names (``{"seed": 42, ...}``)."""
     stats = summary["folds_mean_std"]
 
     def mean_std(key):
@@ -130,10 +172,11 @@ def render_report(table: pd.DataFrame, summary: dict, records: list[FoldRecord],
     lines = [
         "# Audit report",
         "",
-        f"Written by the `aggregate` stage. Knobs: `label_smoothing={params['label_smoothing']}`, "
-        f"`use_class_weights={str(params['use_class_weights']).lower()}`, "
-        f"`train.weighted_sampler={str(params['train']['weighted_sampler']).lower()}`, "
-        f"`train.epochs={params['train']['epochs']}`, `seed={params['seed']}`.",
+        "Written by the `aggregate` stage. Knobs: "
+        + ", ".join(
+            f"`{key}={str(value).lower() if isinstance(value, bool) else value}`" for key, value in knobs.items()
+        )
+        + ".",
         "",
         "## Per-fold results (held-out patients, threshold 0.5)",
         "",
@@ -144,7 +187,8 @@ def render_report(table: pd.DataFrame, summary: dict, records: list[FoldRecord],
         f"- AUC: {mean_std('auc')}",
         f"- F1 (at 0.5): {mean_std('at_0.5/f1')}; at the inner-validation Youden threshold: "
         f"{mean_std('at_youden_inner_val/f1')}",
-        f"- Accuracy (at 0.5): {mean_std('at_0.5/accuracy')}; balanced accuracy: {mean_std('at_0.5/balanced_accuracy')}",
+        f"- Accuracy (at 0.5): {mean_std('at_0.5/accuracy')}; "
+        f"balanced accuracy: {mean_std('at_0.5/balanced_accuracy')}",
         f"- Pooled out-of-fold AUC: {pooled['auc']:.4f} (95% bootstrap CI {pooled['ci_low']:.4f} to "
         f"{pooled['ci_high']:.4f}, {summary['patients']} patients)",
         f"- Pooled inner-validation AUC (the patients that chose each fold's epoch; compare runs on this, "
@@ -152,31 +196,50 @@ def render_report(table: pd.DataFrame, summary: dict, records: list[FoldRecord],
         "",
         "## MIL diagnostics",
         "",
-        _markdown_table(pd.DataFrame({
-            "Fold": [r.fold for r in records],
-            "Uniform-collapse epochs": [r.training.get("collapse_epochs", {}).get("uniform") for r in records],
-            "One-hot-collapse epochs": [r.training.get("collapse_epochs", {}).get("one-hot") for r in records],
-            "Held-out attention entropy": [round(r.held_out["mil"]["mean_normalized_entropy"], 3) for r in records],
-            "Attention on tumour slices": [round(r.held_out["mil"]["tumour_attention_mass"], 3) for r in records],
-            "Tumour share of slices": [round(r.held_out["mil"]["tumour_share"], 3) for r in records],
-            "Critical slice is tumour": [round(r.held_out["mil"]["critical_is_tumour_rate"], 3) for r in records],
-        })),
+        _markdown_table(
+            pd.DataFrame(
+                {
+                    "Fold": [r.fold for r in records],
+                    "Uniform-collapse epochs": [r.training.get("collapse_epochs", {}).get("uniform") for r in records],
+                    "One-hot-collapse epochs": [r.training.get("collapse_epochs", {}).get("one-hot") for r in records],
+                    "Held-out attention entropy": [
+                        round(r.held_out["mil"]["mean_normalized_entropy"], 3) for r in records
+                    ],
+                    "Attention on tumour slices": [
+                        round(r.held_out["mil"]["tumour_attention_mass"], 3) for r in records
+                    ],
+                    "Tumour share of slices": [round(r.held_out["mil"]["tumour_share"], 3) for r in records],
+                    "Critical slice is tumour": [
+                        round(r.held_out["mil"]["critical_is_tumour_rate"], 3) for r in records
+                    ],
+                }
+            )
+        ),
         "",
         "## Class weights used",
         "",
-        _markdown_table(pd.DataFrame({
-            "Fold": [r.fold for r in records],
-            "In the loss": [r.class_weights["use_class_weights"] for r in records],
-            "LGG": [round(r.class_weights["LGG"], 4) for r in records],
-            "HGG": [round(r.class_weights["HGG"], 4) for r in records],
-            "Training LGG / HGG": [f"{r.class_weights['train_counts']['LGG']} / {r.class_weights['train_counts']['HGG']}"
-                                   for r in records],
-        })),
+        _markdown_table(
+            pd.DataFrame(
+                {
+                    "Fold": [r.fold for r in records],
+                    "In the loss": [r.class_weights["use_class_weights"] for r in records],
+                    "LGG": [round(r.class_weights["LGG"], 4) for r in records],
+                    "HGG": [round(r.class_weights["HGG"], 4) for r in records],
+                    "Training LGG / HGG": [
+                        f"{r.class_weights['train_counts']['LGG']} / {r.class_weights['train_counts']['HGG']}"
+                        for r in records
+                    ],
+                }
+            )
+        ),
         "",
         "## Verification checklist",
         "",
-        *[f"- [{'x' if item.passed else ' '}] {item.text}: **{'passed' if item.passed else 'failed'}**. "
-          f"{item.evidence}" for item in items],
+        *[
+            f"- [{'x' if item.passed else ' '}] {item.text}: **{'passed' if item.passed else 'failed'}**. "
+            f"{item.evidence}"
+            for item in items
+        ],
         "",
         *[f"![{Path(image).stem}]({Path(image).name})" for image in images],
         "",

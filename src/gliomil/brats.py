@@ -25,13 +25,12 @@ import pandas as pd
 from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 
-from gliomil.errors import GliomilError, InputError, ParamsError
+from gliomil.errors import GliomilError, InputError
+from gliomil.vocabulary import GRADES, LAYOUTS, MODALITIES, SEGMENTATION
 
-MODALITIES = ("flair", "t1", "t1ce", "t2")
-DEFAULT_SUFFIXES = {"flair": "flair", "t1": "t1", "t1ce": "t1ce", "t2": "t2", "seg": "seg"}
-FILE_KEYS = (*MODALITIES, "seg")
-GRADES = ("HGG", "LGG")
-LAYOUTS = ("auto", "brats2018", "brats2020", "csv")
+# The files of a subject: one per modality plus the segmentation, each found by its file-name suffix.
+SUFFIX_KEYS = (*MODALITIES, SEGMENTATION)
+DEFAULT_SUFFIXES = {key: key for key in SUFFIX_KEYS}
 SEG_LABELS = (0, 1, 2, 4)
 
 NAME_MAPPING = "name_mapping.csv"
@@ -89,13 +88,14 @@ def find_subjects(root, layout: str = "auto") -> list[Subject]:
     """Subjects under ``root`` sorted by subject_id.
 
     layout: auto | brats2018 | brats2020 | csv (see the module docstring).
-    Raises GliomilError (one line) if root is missing, the layout cannot be recognised,
-    there are no subjects, ids repeat, a grade is not HGG/LGG, or a labels file lacks columns.
+    Raises ValueError for a layout not in LAYOUTS, and GliomilError (one line) if root is missing,
+    the layout cannot be recognised, there are no subjects, ids repeat, a grade is not HGG/LGG, or a
+    labels file lacks columns.
     Subject folders are not opened here; :func:`resolve_files` reports missing ones.
     """
     readers = {"brats2018": _brats2018_subjects, "brats2020": _brats2020_subjects, "csv": _csv_subjects}
     if layout != "auto" and layout not in readers:
-        raise ParamsError(f"unknown data layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+        raise ValueError(f"unknown data layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
     root = Path(root)
     if not root.is_dir():
         raise GliomilError(f"data root {root} does not exist or is not a folder")
@@ -169,9 +169,7 @@ def _read_table(path: Path, required_columns: tuple[str, ...]) -> pd.DataFrame:
     table.columns = [str(column).strip() for column in table.columns]
     missing = [column for column in required_columns if column not in table.columns]
     if missing:
-        raise GliomilError(
-            f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(table.columns)})"
-        )
+        raise GliomilError(f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(table.columns)})")
     return table.fillna("").apply(lambda column: column.str.strip())
 
 
@@ -211,9 +209,7 @@ def _validated(subjects: list[Subject], source: Path) -> list[Subject]:
         if name in ("", ".", "..") or "/" in name or "\\" in name:
             raise GliomilError(f"{source}: subject id {name!r} is not a plain folder name")
         if subject.grade not in GRADES:
-            raise GliomilError(
-                f"{source}: subject {name} has grade {subject.grade!r}; expected HGG or LGG"
-            )
+            raise GliomilError(f"{source}: subject {name} has grade {subject.grade!r}; expected HGG or LGG")
     duplicates = sorted(name for name, count in Counter(s.subject_id for s in subjects).items() if count > 1)
     if duplicates:
         raise GliomilError(f"{source}: duplicate subject id(s): {_listed(duplicates)}")
@@ -230,18 +226,19 @@ def resolve_files(subject: Subject, suffixes: dict[str, str] = DEFAULT_SUFFIXES)
     (BraTS 2020 case 355 ships ``W39_1998.09.19_Segm.nii``).
     Raises InputError for a missing folder or file, or when both .nii and .nii.gz exist.
     """
-    _check_suffixes(suffixes)
+    check_suffixes(suffixes)
     if not subject.directory.is_dir():
         raise InputError(subject.subject_id, subject.directory, "subject folder does not exist")
-    return {key: _resolve_file(subject, key, suffixes[key]) for key in FILE_KEYS}
+    return {key: _resolve_file(subject, key, suffixes[key]) for key in SUFFIX_KEYS}
 
 
-def _check_suffixes(suffixes: dict[str, str]) -> None:
-    missing = [key for key in FILE_KEYS if key not in suffixes]
-    unknown = [key for key in suffixes if key not in FILE_KEYS]
+def check_suffixes(suffixes: dict[str, str]) -> None:
+    """Raise ValueError unless ``suffixes`` maps exactly the SUFFIX_KEYS."""
+    missing = [key for key in SUFFIX_KEYS if key not in suffixes]
+    unknown = [key for key in suffixes if key not in SUFFIX_KEYS]
     if missing or unknown:
-        raise ParamsError(
-            f"file suffixes need exactly the keys {', '.join(FILE_KEYS)}; "
+        raise ValueError(
+            f"file suffixes need exactly the keys {', '.join(SUFFIX_KEYS)}; "
             f"missing: {', '.join(missing) or 'none'}; unknown: {', '.join(unknown) or 'none'}"
         )
 
@@ -254,7 +251,7 @@ def _resolve_file(subject: Subject, key: str, suffix: str) -> Path:
     for path in (compressed, plain):
         if path.is_file():
             return path
-    if key == "seg":
+    if key == SEGMENTATION:
         stand_ins = sorted(
             path
             for pattern in ("*Segm.nii", "*Segm.nii.gz")
@@ -290,7 +287,7 @@ def load_subject(subject: Subject, suffixes: dict[str, str] = DEFAULT_SUFFIXES) 
     shape = _spatial_shape(subject_id, files["flair"], headers["flair"])
     affine = headers["flair"].affine
     _check_affine_usable(subject_id, files["flair"], affine)
-    for key in FILE_KEYS[1:]:
+    for key in SUFFIX_KEYS[1:]:
         _check_same_grid(subject_id, files[key], headers[key], shape, affine)
 
     # Voxel axes -> RAS: io_orientation's transform flips/permutes the data, and
@@ -301,7 +298,8 @@ def load_subject(subject: Subject, suffixes: dict[str, str] = DEFAULT_SUFFIXES) 
 
     # The seg is checked before the 4-channel array exists, so its temporaries are freed
     # before the largest allocation (peak memory on 240x240x155 volumes).
-    labels = _seg_labels(subject_id, files["seg"], _read_stored(subject_id, files["seg"], headers["seg"], shape))
+    seg_file = files[SEGMENTATION]
+    labels = _seg_labels(subject_id, seg_file, _read_stored(subject_id, seg_file, headers[SEGMENTATION], shape))
     # apply_orientation flips/transposes views; this copies only when it did either.
     seg = np.asfortranarray(nib.apply_orientation(labels, orientation))
     del labels
@@ -356,9 +354,7 @@ def _check_same_grid(subject_id: str, path: Path, image, shape: tuple, affine: n
         raise InputError(subject_id, path, f"shape {own_shape} differs from flair's {shape}")
     difference = np.abs(image.affine - affine).max()
     if not difference <= AFFINE_TOLERANCE_MM:  # also true for NaN
-        raise InputError(
-            subject_id, path, f"affine differs from flair's (largest difference {difference:g} mm)"
-        )
+        raise InputError(subject_id, path, f"affine differs from flair's (largest difference {difference:g} mm)")
 
 
 def _read_stored(subject_id: str, path: Path, image, shape: tuple) -> np.ndarray:
@@ -395,9 +391,7 @@ def _seg_labels(subject_id: str, path: Path, data: np.ndarray) -> np.ndarray:
         data = _whole_numbers(subject_id, path, np.asarray(data, dtype=np.float32))
     if not _only_seg_labels(data):
         unexpected = np.unique(data[~np.isin(data, SEG_LABELS)])
-        raise InputError(
-            subject_id, path, f"seg has labels {_listed(unexpected)} outside {{{_listed(SEG_LABELS)}}}"
-        )
+        raise InputError(subject_id, path, f"seg has labels {_listed(unexpected)} outside {{{_listed(SEG_LABELS)}}}")
     return data.astype(np.uint8)
 
 
@@ -410,8 +404,7 @@ def _whole_numbers(subject_id: str, path: Path, data: np.ndarray) -> np.ndarray:
         raise InputError(
             subject_id,
             path,
-            f"seg has non-integer values {_listed(np.unique(data[fractional]))}; "
-            f"expected labels {_listed(SEG_LABELS)}",
+            f"seg has non-integer values {_listed(np.unique(data[fractional]))}; expected labels {_listed(SEG_LABELS)}",
         )
     return labels
 

@@ -30,16 +30,23 @@ class BagSet:
         return len(self.subject_ids)
 
     @classmethod
-    def load(cls, preprocessed_dir: str | Path, subject_ids: list[str],
-             manifest: pd.DataFrame | None = None, slice_table: pd.DataFrame | None = None) -> "BagSet":
+    def load(
+        cls,
+        preprocessed_dir: str | Path,
+        subject_ids: list[str],
+        manifest: pd.DataFrame | None = None,
+        slice_table: pd.DataFrame | None = None,
+    ) -> BagSet:
         """Read the subjects' slices fully into memory (a fold's training set is a few hundred MB at most)."""
         manifest = read_manifest(preprocessed_dir) if manifest is None else manifest
         slice_table = read_slice_table(preprocessed_dir) if slice_table is None else slice_table
         by_id = manifest.set_index("subject_id")
         missing = [s for s in subject_ids if s not in by_id.index]
         if missing:
-            raise GliomilError(f"{preprocessed_dir}: subjects {missing[:5]} of the split are not in the manifest; "
-                               f"re-run the split stage")
+            raise GliomilError(
+                f"{preprocessed_dir}: subjects {missing[:5]} of the split are not in the manifest; "
+                f"re-run the split stage"
+            )
         per_slice = {sid: rows for sid, rows in slice_table.groupby("subject_id", sort=False)}
         bags, tumour, position = [], [], []
         for sid in subject_ids:
@@ -78,8 +85,9 @@ def epoch_order(labels: np.ndarray, rng: np.random.Generator, weighted_sampler: 
     return rng.choice(n, size=n, replace=True, p=weights / weights.sum())
 
 
-def augment_bag(slices: np.ndarray, rng: np.random.Generator, gain_sigma: float = 0.1,
-                out: np.ndarray | None = None) -> np.ndarray:
+def augment_bag(
+    slices: np.ndarray, rng: np.random.Generator, gain_sigma: float = 0.1, out: np.ndarray | None = None
+) -> np.ndarray:
     """Random left-right flip and per-modality gain of one bag's slices (S, 4, H, W), applied to the whole bag.
 
     The same transform for every slice of a bag keeps the volume consistent. A gain (multiplying
@@ -93,8 +101,9 @@ def augment_bag(slices: np.ndarray, rng: np.random.Generator, gain_sigma: float 
     return np.multiply(slices, gains, out=out)
 
 
-def draw_bags(bag_set: BagSet, indices: np.ndarray, bag_size: int, rng: np.random.Generator,
-              augment: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+def draw_bags(
+    bag_set: BagSet, indices: np.ndarray, bag_size: int, rng: np.random.Generator, augment: bool
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """The slices of one training step: a random bag of each chosen subject, concatenated.
 
     Returns float32 (sum N_b, 4, H, W) and, per bag, the indices of its slices within the subject.
@@ -104,7 +113,7 @@ def draw_bags(bag_set: BagSet, indices: np.ndarray, bag_size: int, rng: np.rando
     slices = np.empty((sum(len(p) for p in picks), *bag_set.bags[indices[0]].shape[1:]), dtype=np.float32)
     start = 0
     for i, p in zip(indices, picks):
-        part = slices[start:start + len(p)]
+        part = slices[start : start + len(p)]
         if augment:
             augment_bag(bag_set.bags[i][p], rng, out=part)
         else:

@@ -25,12 +25,10 @@ Entry points:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Mapping, Sequence
 
 import numpy as np
-
-from . import params as P
 
 SUM_TOLERANCE = 1e-4
 """Largest allowed ``|sum(a) - 1|`` per bag; float32 softmax over 155 slices is off by ~1e-6."""
@@ -380,8 +378,8 @@ class CollapseThresholds:
     uniform_max_ratio: ... and mean max weight below ``uniform_max_ratio`` times the
         uniform weight (mean of 1/N). 1.5 means no slice gets even 1.5x its uniform
         share, while a model that finds a tumour spanning a third of the slices puts
-        >= 2-3x uniform on them. Both tests must hold: the pair encodes "entropy near 1
-        and max weight near 1/N" (REFERENCE section 4).
+        >= 2-3x uniform on them. Both tests must hold: the pair encodes the usual reading
+        of uniform attention in the MIL literature, entropy near 1 and max weight near 1/N.
     onehot_max_attention: mean max weight above this is a one-hot collapse. With mean
         max > 0.95 at most 10% of bags can have a max below 0.5, and a bag with max 0.95
         among 32 slices has normalised entropy 0.11 at most, so no entropy test is
@@ -402,26 +400,29 @@ class CollapseThresholds:
             raise ValueError(f"onehot_max_attention must lie in (0, 1], got {self.onehot_max_attention!r}")
 
 
-def collapse_thresholds_from_params(params: dict) -> CollapseThresholds:
-    """``train.diagnostics`` collapse thresholds of params.yaml, checked."""
-    diag = "train.diagnostics"
-    return CollapseThresholds(
-        uniform_entropy=P.number(params, f"{diag}.uniform_entropy", low=0.01, high=1.0),
-        uniform_max_ratio=P.number(params, f"{diag}.uniform_max_ratio", low=1.0),
-        onehot_max_attention=P.number(params, f"{diag}.onehot_max_attention", low=0.01, high=1.0),
-    )
-
-
 COLLAPSE_KINDS = ("uniform", "one-hot")
 
 #: The :func:`summarize` keys logged every epoch for training and inner-validation bags; they
 #: include every input of :func:`detect_collapse`, so collapse epochs can be recounted from the logs.
-LOGGED_KEYS = ("mean_normalized_entropy", "mean_effective_instances", "mean_max_attention", "mean_uniform_weight",
-               "mean_top_k_mass", "mean_score_spread", "mean_critical_position", "tumour_attention_mass",
-               "tumour_share", "attention_tumour_lift", "critical_is_tumour_rate")
+LOGGED_KEYS = (
+    "mean_normalized_entropy",
+    "mean_effective_instances",
+    "mean_max_attention",
+    "mean_uniform_weight",
+    "mean_top_k_mass",
+    "mean_score_spread",
+    "mean_critical_position",
+    "tumour_attention_mass",
+    "tumour_share",
+    "attention_tumour_lift",
+    "critical_is_tumour_rate",
+)
 
 
-def detect_collapse(summary: Mapping[str, float], thresholds: CollapseThresholds = CollapseThresholds()) -> str | None:
+DEFAULT_THRESHOLDS = CollapseThresholds()
+
+
+def detect_collapse(summary: Mapping[str, float], thresholds: CollapseThresholds = DEFAULT_THRESHOLDS) -> str | None:
     """``"uniform"``, ``"one-hot"`` or None for a :func:`summarize` dict.
 
     NaN means (e.g. every bag had a single instance) never trigger a collapse.

@@ -5,14 +5,14 @@ Labels: 1 = HGG (positive class), 0 = LGG.
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import torch
 from torch.nn import functional as F
 
 __all__ = ["mil_loss", "class_weights_from_counts"]
 
-Weights = Union[Sequence[float], torch.Tensor]
+Weights = Sequence[float] | torch.Tensor
 
 
 def mil_loss(
@@ -57,8 +57,9 @@ def mil_loss(
     max_instance_logits = max_instance_logits.float()
     y = labels.float()
     target = y * (1.0 - label_smoothing) + 0.5 * label_smoothing
-    per_sample = 0.5 * F.binary_cross_entropy_with_logits(bag_logits, target, reduction="none") \
-        + 0.5 * F.binary_cross_entropy_with_logits(max_instance_logits, target, reduction="none")
+    per_sample = 0.5 * F.binary_cross_entropy_with_logits(
+        bag_logits, target, reduction="none"
+    ) + 0.5 * F.binary_cross_entropy_with_logits(max_instance_logits, target, reduction="none")
     if class_weights is None:
         return per_sample.mean()
     weights = torch.as_tensor(class_weights, dtype=torch.float32, device=bag_logits.device)

@@ -20,7 +20,9 @@ dim 0 and ``bag_sizes`` says how many belong to each bag, in order.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence, Union
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -34,16 +36,16 @@ __all__ = [
     "DSMILAggregator",
     "MILOutput",
     "DSMIL",
+    "ModelConfig",
     "PREDICTIONS",
     "as_bag_sizes",
     "bag_offsets",
-    "split_by_bag",
 ]
 
 #: Width of the query/key space of the bag stream; fixed by the reference model.
 QUERY_DIM = 128
 
-BagSizes = Union[Sequence[int], torch.Tensor]
+BagSizes = Sequence[int] | torch.Tensor
 
 
 # --------------------------------------------------------------------------- bags
@@ -72,11 +74,6 @@ def bag_offsets(bag_sizes: BagSizes) -> torch.Tensor:
     """Index of each bag's first slice in the concatenation: LongTensor (B,)."""
     sizes = torch.as_tensor(as_bag_sizes(bag_sizes), dtype=torch.long)
     return torch.cumsum(sizes, 0) - sizes
-
-
-def split_by_bag(tensor: torch.Tensor, bag_sizes: BagSizes) -> tuple[torch.Tensor, ...]:
-    """Split a per-slice tensor (sum N_b, ...) into one view per bag: (N_b, ...)."""
-    return torch.split(tensor, as_bag_sizes(bag_sizes, tensor.shape[0]), dim=0)
 
 
 # ------------------------------------------------------------------------ encoder
@@ -126,7 +123,9 @@ class SliceEncoder(nn.Module):
             raise ValueError(f"expected slices (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         min_side = 2**self.depth
         if x.shape[2] < min_side or x.shape[3] < min_side:
-            raise ValueError(f"slices must be at least {min_side}x{min_side} for depth {self.depth}, got {tuple(x.shape[2:])}")
+            raise ValueError(
+                f"slices must be at least {min_side}x{min_side} for depth {self.depth}, got {tuple(x.shape[2:])}"
+            )
         return self.features(x.contiguous(memory_format=torch.channels_last)).mean(dim=(2, 3))
 
 
@@ -154,13 +153,21 @@ class BagClassifier(nn.Module):
     ``passing_v``; ``fcc``: ``Conv1d(C, C, kernel_size=K)``.
     """
 
-    def __init__(self, in_features: int, n_classes: int = 1, nonlinear_q: bool = True,
-                 passing_v: bool = False, dropout_v: float = 0.0):
+    def __init__(
+        self,
+        in_features: int,
+        n_classes: int = 1,
+        nonlinear_q: bool = True,
+        passing_v: bool = False,
+        dropout_v: float = 0.0,
+    ):
         super().__init__()
         if nonlinear_q:
             self.q = nn.Sequential(
-                nn.Linear(in_features, QUERY_DIM), nn.ReLU(),
-                nn.Linear(QUERY_DIM, QUERY_DIM), nn.Tanh(),
+                nn.Linear(in_features, QUERY_DIM),
+                nn.ReLU(),
+                nn.Linear(QUERY_DIM, QUERY_DIM),
+                nn.Tanh(),
             )
         else:
             self.q = nn.Linear(in_features, QUERY_DIM)
@@ -176,28 +183,28 @@ class BagClassifier(nn.Module):
         Returns ``(bag_logits (C,), attention (N, C), critical (C,))``; column c of
         the attention sums to 1 over the N instances.
         """
-        critical = instance_logits.argmax(dim=0)                      # (C,)
-        queries = self.q(feats)                                       # (N, 128)
-        q_max = self.q(feats[critical])                               # (C, 128)
-        scores = queries @ q_max.T / math.sqrt(queries.shape[1])      # (N, C)
-        attention = torch.softmax(scores, dim=0)                      # over instances
-        pooled = attention.T @ self.v(feats)                          # (C, K)
-        bag_logits = self.fcc(pooled.unsqueeze(0)).reshape(-1)        # (C,)
+        critical = instance_logits.argmax(dim=0)  # (C,)
+        queries = self.q(feats)  # (N, 128)
+        q_max = self.q(feats[critical])  # (C, 128)
+        scores = queries @ q_max.T / math.sqrt(queries.shape[1])  # (N, C)
+        attention = torch.softmax(scores, dim=0)  # over instances
+        pooled = attention.T @ self.v(feats)  # (C, K)
+        bag_logits = self.fcc(pooled.unsqueeze(0)).reshape(-1)  # (C,)
         return bag_logits, attention, critical
 
 
 class AggregatorOutput(NamedTuple):
     """Per-class outputs of :class:`DSMILAggregator` for a batch of B bags."""
 
-    bag_logits: torch.Tensor           # (B, C)
-    instance_logits: torch.Tensor      # (sum N_b, C)
+    bag_logits: torch.Tensor  # (B, C)
+    instance_logits: torch.Tensor  # (sum N_b, C)
     max_instance_logits: torch.Tensor  # (B, C), the critical instance's logit
-    attention: torch.Tensor            # (sum N_b, C), sums to 1 within each bag
-    critical: torch.Tensor             # (B, C) long, index within the bag
+    attention: torch.Tensor  # (sum N_b, C), sums to 1 within each bag
+    critical: torch.Tensor  # (B, C) long, index within the bag
 
 
 class DSMILAggregator(nn.Module):
-    """DSMIL aggregator on instance features (REFERENCE.md section 3).
+    """DSMIL aggregator on instance features (Li, Li & Eliceiri, CVPR 2021, eq. 1-4).
 
     ``state_dict`` keys: ``i_classifier.fc.0.{weight [C,K], bias [C]}``,
     ``b_classifier.q.0.* [128,K]``, ``b_classifier.q.2.* [128,128]`` (nonlinear q) or
@@ -210,8 +217,14 @@ class DSMILAggregator(nn.Module):
     negligible share of the cost.
     """
 
-    def __init__(self, in_features: int, n_classes: int = 1, nonlinear_q: bool = True,
-                 passing_v: bool = False, dropout_v: float = 0.0):
+    def __init__(
+        self,
+        in_features: int,
+        n_classes: int = 1,
+        nonlinear_q: bool = True,
+        passing_v: bool = False,
+        dropout_v: float = 0.0,
+    ):
         super().__init__()
         self.in_features = in_features
         self.n_classes = n_classes
@@ -235,7 +248,7 @@ class DSMILAggregator(nn.Module):
         sizes = as_bag_sizes([feats.shape[0]] if bag_sizes is None else bag_sizes, feats.shape[0])
         with torch.autocast(device_type=feats.device.type, enabled=False):
             feats = feats.float()
-            instance_logits = self.i_classifier(feats)                 # (sum N, C)
+            instance_logits = self.i_classifier(feats)  # (sum N, C)
             # A loop over bags: B is small (a few patients) and the per-bag work is a
             # few tiny matmuls, so padding and masking would buy nothing but risk.
             bags, attention, critical = [], [], []
@@ -244,8 +257,8 @@ class DSMILAggregator(nn.Module):
                 bags.append(b)
                 attention.append(a)
                 critical.append(k)
-            critical_t = torch.stack(critical)                          # (B, C)
-            first = bag_offsets(sizes).to(feats.device).unsqueeze(1)    # (B, 1)
+            critical_t = torch.stack(critical)  # (B, C)
+            first = bag_offsets(sizes).to(feats.device).unsqueeze(1)  # (B, 1)
             max_instance = instance_logits.gather(0, first + critical_t)  # (B, C)
         return AggregatorOutput(
             bag_logits=torch.stack(bags),
@@ -260,12 +273,12 @@ class DSMILAggregator(nn.Module):
 class MILOutput(NamedTuple):
     """Outputs of :class:`DSMIL` for a batch of B bags (binary task, C = 1)."""
 
-    bag_logits: torch.Tensor           # (B,) bag-stream logit of HGG
-    instance_logits: torch.Tensor      # (sum N_b,) instance-stream logit of every slice
+    bag_logits: torch.Tensor  # (B,) bag-stream logit of HGG
+    instance_logits: torch.Tensor  # (sum N_b,) instance-stream logit of every slice
     max_instance_logits: torch.Tensor  # (B,) max of each bag's instance logits
-    attention: torch.Tensor            # (sum N_b,) >= 0, sums to 1 within each bag
-    critical: torch.Tensor             # (B,) long, index of the critical slice within its bag
-    bag_sizes: torch.Tensor            # (B,) long, on the CPU
+    attention: torch.Tensor  # (sum N_b,) >= 0, sums to 1 within each bag
+    critical: torch.Tensor  # (B,) long, index of the critical slice within its bag
+    bag_sizes: torch.Tensor  # (B,) long, on the CPU
 
 
 #: How a bag's HGG probability is read from the two streams: ``bag_stream`` is sigmoid(bag logit),
@@ -280,25 +293,36 @@ class DSMIL(nn.Module):
     ``forward(slices (sum N_b, in_channels, H, W), bag_sizes (B,)) -> MILOutput``.
     The encoder runs once on all slices of the batch; the aggregator runs per bag.
     ``prediction`` (one of :data:`PREDICTIONS`) is how callers turn the two logits into a
-    probability (:class:`gliomil.train.BagScores`); it does not change the forward pass.
+    probability (:class:`gliomil.inference.BagScores`); it does not change the forward pass.
     """
 
     n_classes = 1
 
-    def __init__(self, in_channels: int = 4, width: int = 16, depth: int = 4,
-                 nonlinear_q: bool = True, passing_v: bool = False, dropout_v: float = 0.0,
-                 prediction: str = "bag_stream"):
+    def __init__(
+        self,
+        in_channels: int = 4,
+        width: int = 16,
+        depth: int = 4,
+        nonlinear_q: bool = True,
+        passing_v: bool = False,
+        dropout_v: float = 0.0,
+        prediction: str = "bag_stream",
+    ):
         super().__init__()
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
         self.prediction = prediction
         self.encoder = SliceEncoder(in_channels, width, depth)
-        self.aggregator = DSMILAggregator(self.encoder.out_features, self.n_classes,
-                                          nonlinear_q, passing_v, dropout_v)
+        self.aggregator = DSMILAggregator(self.encoder.out_features, self.n_classes, nonlinear_q, passing_v, dropout_v)
 
     def forward(self, slices: torch.Tensor, bag_sizes: BagSizes) -> MILOutput:
         sizes = as_bag_sizes(bag_sizes, slices.shape[0])
-        out = self.aggregator(self.encoder(slices), sizes)
+        return self.aggregate(self.encoder(slices), sizes)
+
+    def aggregate(self, feats: torch.Tensor, bag_sizes: BagSizes) -> MILOutput:
+        """Slice features ``(sum N_b, K)`` of B bags -> :class:`MILOutput` (the one class column, squeezed)."""
+        sizes = as_bag_sizes(bag_sizes, feats.shape[0])
+        out = self.aggregator(feats, sizes)
         return MILOutput(
             bag_logits=out.bag_logits[:, 0],
             instance_logits=out.instance_logits[:, 0],
@@ -306,4 +330,46 @@ class DSMIL(nn.Module):
             attention=out.attention[:, 0],
             critical=out.critical[:, 0],
             bag_sizes=torch.tensor(sizes, dtype=torch.long),
+        )
+
+    @torch.no_grad()
+    def score_bag(self, bag: torch.Tensor, chunk: int, autocast_dtype: torch.dtype | None = None) -> MILOutput:
+        """One whole bag ``(N, in_channels, H, W)``, every slice, in eval mode -> :class:`MILOutput` of one bag.
+
+        The encoder runs on ``chunk`` slices at a time (memory stays bounded for any N) under
+        ``autocast_dtype`` (None: float32); the aggregator always runs in float32. Call ``eval()`` first:
+        with running BatchNorm statistics each slice is encoded on its own, so the result does not
+        depend on ``chunk``.
+        """
+        enabled = autocast_dtype is not None
+        feats = []
+        for start in range(0, len(bag), chunk):
+            with torch.autocast(bag.device.type, dtype=autocast_dtype or torch.float32, enabled=enabled):
+                feats.append(self.encoder(bag[start : start + chunk]).float())
+        return self.aggregate(torch.cat(feats), [len(bag)])
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The architecture of a :class:`DSMIL` (params.yaml ``train.model``); saved in every checkpoint.
+
+    Defaults are the DSMIL reference's aggregator settings on this project's encoder.
+    """
+
+    width: int = 16
+    depth: int = 4
+    nonlinear_q: bool = True
+    passing_v: bool = False
+    dropout_v: float = 0.0
+    prediction: str = "bag_stream"  # one of PREDICTIONS
+
+    def build(self) -> DSMIL:
+        return DSMIL(
+            in_channels=4,
+            width=self.width,
+            depth=self.depth,
+            nonlinear_q=self.nonlinear_q,
+            passing_v=self.passing_v,
+            dropout_v=self.dropout_v,
+            prediction=self.prediction,
         )

@@ -1,23 +1,161 @@
-"""Read params.yaml and check the values each stage uses before it does any work.
+"""params.yaml, read once at the edge: every key declared in :data:`SPEC`, checked whole before anything runs.
 
-Every check raises :class:`ParamsError` with one line that names the key, what it must be
-and what it was, e.g. ``params.yaml: preprocess.image_size must be an integer >= 8, got 'big'``.
+Stage scripts call :func:`load_params`, then :func:`value` or :func:`section` for the keys their
+``dvc.yaml`` entry declares, and build the library's settings from those plain, checked values.
+Library modules never import this one. Every problem raises :class:`ParamsError` with one line that
+names the key, e.g. ``params.yaml: preprocess.image_size must be an integer in [8, 1024], got 'big'``.
 """
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .errors import ParamsError
+from .vocabulary import LAYOUTS, MODALITIES, SEGMENTATION
 
-_MISSING = object()
+PARAMS_FILE = Path("params.yaml")
 
 
-def load_params(path: str | Path = "params.yaml") -> dict:
-    """Return the parsed params file as a dict."""
+@dataclass(frozen=True)
+class Rule:
+    """What a key's value must be: ``expected`` reads "must be <expected>"; ``accepts`` decides."""
+
+    expected: str
+    accepts: Callable[[Any], bool]
+    convert: Callable[[Any], Any] = lambda v: v
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _range_text(low, high) -> str:
+    if low is not None and high is not None:
+        return f" in [{low}, {high}]"
+    if low is not None:
+        return f" >= {low}"
+    return f" <= {high}" if high is not None else ""
+
+
+def _within(v, low, high) -> bool:
+    return (low is None or v >= low) and (high is None or v <= high)
+
+
+def integer(low: int | None = None, high: int | None = None) -> Rule:
+    """An int (bools rejected) within [low, high]."""
+    return Rule("an integer" + _range_text(low, high), lambda v: _is_int(v) and _within(v, low, high))
+
+
+def number(low: float | None = None, high: float | None = None) -> Rule:
+    """A real number within [low, high], returned as float."""
+    return Rule("a number" + _range_text(low, high), lambda v: _is_number(v) and _within(v, low, high), float)
+
+
+def boolean() -> Rule:
+    return Rule("true or false", lambda v: isinstance(v, bool))
+
+
+def choice(options: tuple[str, ...]) -> Rule:
+    return Rule("one of " + ", ".join(options), lambda v: v in options)
+
+
+def text() -> Rule:
+    return Rule("a non-empty string", lambda v: isinstance(v, str) and bool(v))
+
+
+def integer_list(length: int, low: int | None = None) -> Rule:
+    return Rule(
+        f"a list of {length} integers" + _range_text(low, None),
+        lambda v: isinstance(v, list) and len(v) == length and all(_is_int(i) and _within(i, low, None) for i in v),
+        tuple,
+    )
+
+
+def number_list(length: int, low: float | None = None, high: float | None = None, increasing: bool = False) -> Rule:
+    def accepts(v) -> bool:
+        return (
+            isinstance(v, list)
+            and len(v) == length
+            and all(_is_number(i) and _within(i, low, high) for i in v)
+            and not (increasing and any(a >= b for a, b in zip(v, v[1:])))
+        )
+
+    return Rule(
+        f"a list of {length} numbers" + _range_text(low, high) + (" in increasing order" if increasing else ""),
+        accepts,
+        lambda v: tuple(float(i) for i in v),
+    )
+
+
+def fold_list() -> Rule:
+    """0, 1, ..., K-1 with K >= 2 (one ``train@k`` and ``evaluate@k`` stage each)."""
+    return Rule(
+        "the list 0, 1, ..., K-1 with K >= 2",
+        lambda v: isinstance(v, list) and len(v) >= 2 and all(_is_int(i) for i in v) and v == list(range(len(v))),
+    )
+
+
+#: Every key of params.yaml and what its value must be. Adding a param means adding it here.
+SPEC: dict[str, Rule] = {
+    "seed": integer(low=0),
+    "label_smoothing": number(0.0, 0.99),
+    "use_class_weights": boolean(),
+    "folds": fold_list(),
+    "synthesize.seed": integer(low=0),
+    "synthesize.n_hgg": integer(low=1),
+    "synthesize.n_lgg": integer(low=1),
+    "synthesize.shape": integer_list(3, low=16),
+    "synthesize.workers": integer(low=1),
+    "data.root": text(),
+    "data.layout": choice(LAYOUTS),
+    **{f"data.suffixes.{key}": text() for key in (*MODALITIES, SEGMENTATION)},
+    "preprocess.image_size": integer(8, 1024),
+    "preprocess.clip_percentiles": number_list(2, 0, 100, increasing=True),
+    "preprocess.min_brain_fraction": number(0.0, 1.0),
+    "preprocess.on_error": choice(("fail", "skip")),
+    "preprocess.workers": integer(low=1),
+    "split.inner_val_fraction": number(0.01, 0.5),
+    "train.epochs": integer(low=1),
+    "train.batch_size": integer(low=1),
+    "train.bag_size": integer(low=1),
+    "train.weighted_sampler": boolean(),
+    "train.augment": boolean(),
+    "train.lr": number(0.0, 1.0),
+    "train.lr_min": number(0.0, 1.0),
+    "train.betas": number_list(2, 0.0, 0.9999),
+    "train.weight_decay": number(low=0.0),
+    "train.patience": integer(low=1),
+    "train.select_metric": choice(("loss", "auc")),
+    "train.amp": boolean(),
+    "train.plot_every": integer(low=0),
+    "train.eval_chunk": integer(low=1),
+    "train.model.width": integer(1, 512),
+    "train.model.depth": integer(1, 8),
+    "train.model.nonlinear_q": boolean(),
+    "train.model.passing_v": boolean(),
+    "train.model.dropout_v": number(0.0, 0.99),
+    "train.model.prediction": choice(("bag_stream", "both_streams")),
+    "train.diagnostics.top_k": integer(low=1),
+    "train.diagnostics.uniform_entropy": number(0.01, 1.0),
+    "train.diagnostics.uniform_max_ratio": number(low=1.0),
+    "train.diagnostics.onehot_max_attention": number(0.01, 1.0),
+    "aggregate.min_recall": number(0.0, 1.0),
+    "aggregate.n_bootstrap": integer(low=100),
+}
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> dict:
+    """The parsed params file as a dict (not yet checked: see :func:`check_params`)."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: file not found (run from the repository root)")
@@ -30,106 +168,51 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     return params
 
 
-def get(params: dict, key: str, default: Any = _MISSING) -> Any:
-    """Look up a dotted key (``"preprocess.image_size"``); missing keys are an error unless a default is given."""
+def _leaves(node: dict, prefix: str = "") -> list[str]:
+    """Dotted keys of the non-mapping values of a nested dict."""
+    keys = []
+    for key, child in node.items():
+        name = f"{prefix}{key}"
+        keys += _leaves(child, name + ".") if isinstance(child, dict) and child else [name]
+    return keys
+
+
+def value(params: dict, key: str) -> Any:
+    """The checked value of a :data:`SPEC` key."""
     node: Any = params
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
-            if default is not _MISSING:
-                return default
             raise ParamsError(f"params.yaml: missing key '{key}'")
         node = node[part]
-    return node
+    rule = SPEC[key]
+    if not rule.accepts(node):
+        raise ParamsError(f"params.yaml: {key} must be {rule.expected}, got {node!r}")
+    return rule.convert(node)
 
 
-def _fail(key: str, expected: str, value: Any) -> ParamsError:
-    return ParamsError(f"params.yaml: {key} must be {expected}, got {value!r}")
+def section(params: dict, prefix: str) -> dict:
+    """The checked values of every :data:`SPEC` key under ``prefix``, nested as in the file
+    (``section(p, "train")["model"]["width"]``)."""
+    start = prefix + "."
+    values: dict = {}
+    for key in SPEC:
+        if key.startswith(start):
+            *parents, leaf = key[len(start) :].split(".")
+            node = values
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value(params, key)
+    return values
 
 
-def _range_text(low, high) -> str:
-    if low is not None and high is not None:
-        return f" in [{low}, {high}]"
-    if low is not None:
-        return f" >= {low}"
-    if high is not None:
-        return f" <= {high}"
-    return ""
-
-
-def integer(params: dict, key: str, low: int | None = None, high: int | None = None, default: Any = _MISSING) -> int:
-    """An int (bools rejected) within [low, high]."""
-    value = get(params, key, default)
-    ok = isinstance(value, int) and not isinstance(value, bool)
-    if not ok or (low is not None and value < low) or (high is not None and value > high):
-        raise _fail(key, "an integer" + _range_text(low, high), value)
-    return value
-
-
-def number(params: dict, key: str, low: float | None = None, high: float | None = None, default: Any = _MISSING) -> float:
-    """A real number within [low, high]."""
-    value = get(params, key, default)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or (low is not None and value < low) or (high is not None and value > high):
-        raise _fail(key, "a number" + _range_text(low, high), value)
-    return float(value)
-
-
-def boolean(params: dict, key: str, default: Any = _MISSING) -> bool:
-    """true or false."""
-    value = get(params, key, default)
-    if not isinstance(value, bool):
-        raise _fail(key, "true or false", value)
-    return value
-
-
-def choice(params: dict, key: str, options: tuple[str, ...], default: Any = _MISSING) -> str:
-    """One of a fixed set of strings."""
-    value = get(params, key, default)
-    if value not in options:
-        raise _fail(key, "one of " + ", ".join(options), value)
-    return value
-
-
-def text(params: dict, key: str, default: Any = _MISSING) -> str:
-    """A non-empty string."""
-    value = get(params, key, default)
-    if not isinstance(value, str) or not value:
-        raise _fail(key, "a non-empty string", value)
-    return value
-
-
-def integer_list(params: dict, key: str, length: int | None = None, low: int | None = None) -> list[int]:
-    """A list of ints, optionally of a fixed length, each >= low."""
-    value = get(params, key)
-    expected = "a list of " + (f"{length} " if length else "") + "integers" + _range_text(low, None)
-    if not isinstance(value, list) or (length is not None and len(value) != length) or not value:
-        raise _fail(key, expected, value)
-    for item in value:
-        if not isinstance(item, int) or isinstance(item, bool) or (low is not None and item < low):
-            raise _fail(key, expected, value)
-    return value
-
-
-def folds(params: dict) -> list[int]:
-    """The top-level ``folds`` list: 0, 1, ..., K-1 with K >= 2."""
-    value = integer_list(params, "folds", low=0)
-    if value != list(range(len(value))) or len(value) < 2:
-        raise _fail("folds", "the list 0, 1, ..., K-1 with K >= 2", value)
-    return value
-
-
-def number_list(params: dict, key: str, length: int, low: float | None = None, high: float | None = None,
-                increasing: bool = False) -> list[float]:
-    """A list of ``length`` numbers within [low, high], strictly increasing if asked."""
-    value = get(params, key)
-    expected = (f"a list of {length} numbers" + _range_text(low, high)
-                + (" in increasing order" if increasing else ""))
-    if not isinstance(value, list) or len(value) != length:
-        raise _fail(key, expected, value)
-    for item in value:
-        if not isinstance(item, (int, float)) or isinstance(item, bool) \
-                or (low is not None and item < low) or (high is not None and item > high):
-            raise _fail(key, expected, value)
-    if increasing and any(a >= b for a, b in zip(value, value[1:])):
-        raise _fail(key, expected, value)
-    return [float(v) for v in value]
+def check_params(params: dict) -> None:
+    """Reject an unknown key (naming the nearest valid one), a missing key or a bad value: one line each."""
+    for key in _leaves(params):
+        children = [k for k in SPEC if k.startswith(key + ".")]
+        if children:
+            raise ParamsError(f"params.yaml: {key} must be a mapping of its keys ({', '.join(children[:3])}, ...)")
+        if key not in SPEC:
+            nearest = difflib.get_close_matches(key, SPEC, n=1, cutoff=0.0)
+            raise ParamsError(f"params.yaml: unknown key '{key}' (did you mean '{nearest[0]}'?)")
+    for key in SPEC:
+        value(params, key)

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay, confusion_matrix  # noqa: E402
 
-GRADE_NAMES = ("LGG", "HGG")
+from .vocabulary import GRADES  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:
@@ -58,7 +58,7 @@ def plot_confusion(labels: np.ndarray, predicted: np.ndarray, path: Path, title:
     """Confusion matrix with LGG/HGG axes (rows: true grade)."""
     matrix = confusion_matrix(labels, predicted, labels=[0, 1])
     fig, ax = plt.subplots(figsize=(3.6, 3.4))
-    ConfusionMatrixDisplay(matrix, display_labels=GRADE_NAMES).plot(ax=ax, colorbar=False)
+    ConfusionMatrixDisplay(matrix, display_labels=GRADES).plot(ax=ax, colorbar=False)
     ax.set_title(title)
     fig.tight_layout()
     _save(fig, path)
@@ -74,8 +74,13 @@ def plot_attention(examples: list[dict], path: Path, title: str) -> None:
     for ax, ex in zip(axes[:, 0], examples):
         index = np.arange(len(ex["attention"]))
         tumour = np.asarray(ex["tumour_fraction"]) > 0
-        ax.bar(index[tumour], np.ones(tumour.sum()) * ex["attention"].max() * 1.1, width=1.0,
-               color="#f4c7c3", label="tumour slice")
+        ax.bar(
+            index[tumour],
+            np.ones(tumour.sum()) * ex["attention"].max() * 1.1,
+            width=1.0,
+            color="#f4c7c3",
+            label="tumour slice",
+        )
         ax.bar(index, ex["attention"], width=0.8, color="#3b6ea5", label="attention")
         ax.axvline(ex["critical"], color="black", linestyle="--", linewidth=1, label="critical slice")
         ax.axhline(1 / len(index), color="grey", linestyle=":", linewidth=1, label="uniform 1/N")

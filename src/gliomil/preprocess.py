@@ -17,24 +17,22 @@ subject) and ``slices.csv`` (one row per kept slice).
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
-from tqdm import tqdm
 
-from .brats import MODALITIES, Subject, Volumes, load_subject
+from .brats import SUFFIX_KEYS, Subject, Volumes, check_suffixes, load_subject
 from .errors import GliomilError, InputError
+from .files import atomic_directory
+from .vocabulary import LABELS
+from .workers import map_in_workers
 
 MANIFEST = "manifest.csv"
 SLICE_TABLE = "slices.csv"
 SLICE_DIR = "slices"
-GRADE_LABELS = {"LGG": 0, "HGG": 1}
 
 
 @dataclass(frozen=True)
@@ -48,10 +46,10 @@ class PreprocessSettings:
 class SliceBag:
     """One subject's kept slices and what is known about each of them (S = number of kept slices)."""
 
-    slices: np.ndarray           # float16 (S, 4, image_size, image_size)
-    z_index: np.ndarray          # int (S,) axial index in the canonical volume
-    position: np.ndarray         # float (S,) relative axial position within the brain, 0 = lowest brain slice
-    brain_fraction: np.ndarray   # float (S,) share of the square crop that is brain
+    slices: np.ndarray  # float16 (S, 4, image_size, image_size)
+    z_index: np.ndarray  # int (S,) axial index in the canonical volume
+    position: np.ndarray  # float (S,) relative axial position within the brain, 0 = lowest brain slice
+    brain_fraction: np.ndarray  # float (S,) share of the square crop that is brain
     tumour_fraction: np.ndarray  # float (S,) share of the slice's brain that is tumour (seg > 0)
 
 
@@ -196,8 +194,8 @@ def preprocess_volumes(volumes: Volumes, settings: PreprocessSettings) -> SliceB
     tumour_fraction = tumour_pixels / np.maximum(brain_pixels[keep], 1)
 
     weights = resize_weights(side, settings.image_size)
-    weights_x = weights[:, x_box.start - x0:x_box.stop - x0]
-    weights_y = weights[:, y_box.start - y0:y_box.stop - y0]
+    weights_x = weights[:, x_box.start - x0 : x_box.stop - x0]
+    weights_y = weights[:, y_box.start - y0 : y_box.stop - y0]
     slices = np.empty((keep.size, len(images), settings.image_size, settings.image_size), dtype=np.float16)
     for channel, volume in enumerate(images):
         planes = volume[x_box, y_box].T
@@ -217,6 +215,7 @@ def content_hash(array: np.ndarray) -> str:
 
 
 # -- cohort ---------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Job:
@@ -241,20 +240,22 @@ def _process_subject(job: _Job):
         "subject_id": subject.subject_id,
         "patient_id": subject.patient_id,
         "grade": subject.grade,
-        "label": GRADE_LABELS[subject.grade],
+        "label": LABELS[subject.grade],
         "n_slices": len(bag.slices),
         "slices_file": f"{SLICE_DIR}/{subject.subject_id}.npy",
         "content_sha256": content_hash(bag.slices),
-        "source_files": ";".join(str(volumes.files[key]) for key in (*MODALITIES, "seg")),
+        "source_files": ";".join(str(volumes.files[key]) for key in SUFFIX_KEYS),
     }
-    slice_rows = pd.DataFrame({
-        "subject_id": subject.subject_id,
-        "slice": np.arange(len(bag.slices)),
-        "z": bag.z_index,
-        "position": bag.position.round(6),
-        "brain_fraction": bag.brain_fraction.round(6),
-        "tumour_fraction": bag.tumour_fraction.round(6),
-    })
+    slice_rows = pd.DataFrame(
+        {
+            "subject_id": subject.subject_id,
+            "slice": np.arange(len(bag.slices)),
+            "z": bag.z_index,
+            "position": bag.position.round(6),
+            "brain_fraction": bag.brain_fraction.round(6),
+            "tumour_fraction": bag.tumour_fraction.round(6),
+        }
+    )
     return subject, None, (row, slice_rows)
 
 
@@ -265,69 +266,48 @@ class CohortReport:
     skipped: list[tuple[str, str]]  # (subject_id, reason)
 
 
-def preprocess_cohort(subjects: list[Subject], out_dir: Path, settings: PreprocessSettings,
-                      suffixes: dict, on_error: str = "fail", workers: int = 1,
-                      progress: bool = True) -> CohortReport:
+def preprocess_cohort(
+    subjects: list[Subject],
+    out_dir: Path,
+    settings: PreprocessSettings,
+    suffixes: dict,
+    on_error: str = "fail",
+    workers: int = 1,
+    progress: bool = True,
+) -> CohortReport:
     """Preprocess ``subjects`` into ``out_dir`` (replaced only on success).
 
     Subjects stream through ``workers`` processes one at a time each, so peak memory does not grow
     with the cohort. With ``on_error="fail"`` the first bad subject raises :class:`InputError` and
     nothing is left behind; with ``"skip"`` bad subjects are listed in the report instead.
-    Output is identical for any number of workers.
+    Output is identical for any number of workers. Raises ValueError for ``suffixes`` that do not name
+    every file (before any work: in the workers it would read as a bad subject).
     """
-    out_dir = Path(out_dir)
-    tmp_dir = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    (tmp_dir / SLICE_DIR).mkdir(parents=True)
-    jobs = [_Job(s, dict(suffixes), settings, tmp_dir) for s in subjects]
+    check_suffixes(suffixes)
     rows, slice_tables, skipped = [], [], []
-    try:
-        # One BLAS thread per process, set before the pool forks so workers inherit it: processes give
-        # the parallelism (more threads would oversubscribe the cores), and a fixed thread count keeps
-        # the output the same for any number of workers.
-        with threadpool_limits(limits=1, user_api="blas"), _pool(workers) as pool:
-            results = pool.imap(_process_subject, jobs) if pool else map(_process_subject, jobs)
-            for subject, error, result in tqdm(results, total=len(jobs), desc="preprocess",
-                                               unit="subject", disable=not progress):
-                if error is not None:
-                    if on_error == "fail":
-                        raise GliomilError(error)
-                    skipped.append((subject.subject_id, error))
-                    continue
-                rows.append(result[0])
-                slice_tables.append(result[1])
+    with atomic_directory(out_dir) as tmp_dir:
+        (tmp_dir / SLICE_DIR).mkdir()
+        jobs = [_Job(s, dict(suffixes), settings, tmp_dir) for s in subjects]
+        for subject, error, result in map_in_workers(
+            _process_subject, jobs, workers, progress="preprocess" if progress else None
+        ):
+            if error is not None:
+                if on_error == "fail":
+                    raise GliomilError(error)
+                skipped.append((subject.subject_id, error))
+                continue
+            rows.append(result[0])
+            slice_tables.append(result[1])
         if not rows:
             raise GliomilError(f"no usable subject among {len(subjects)} (all were skipped)")
         manifest = pd.DataFrame(rows)
         manifest.to_csv(tmp_dir / MANIFEST, index=False)
         pd.concat(slice_tables, ignore_index=True).to_csv(tmp_dir / SLICE_TABLE, index=False)
-        shutil.rmtree(out_dir, ignore_errors=True)
-        tmp_dir.rename(out_dir)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
     return CohortReport(len(subjects), manifest, skipped)
 
 
-class _pool:
-    """A process pool for workers > 1, or nothing (run inline) for one worker."""
-
-    def __init__(self, workers: int):
-        self.workers = workers
-        self.pool = None
-
-    def __enter__(self):
-        if self.workers > 1:
-            self.pool = multiprocessing.get_context("fork").Pool(self.workers)
-        return self.pool
-
-    def __exit__(self, *exc):
-        if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
-        return False
-
-
 # -- reading ----------------------------------------------------------------------------------
+
 
 def read_manifest(preprocessed_dir: str | Path) -> pd.DataFrame:
     """The per-subject manifest written by :func:`preprocess_cohort`."""

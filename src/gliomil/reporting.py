@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .data import BagSet
 from .plots import plot_attention, plot_confusion, plot_learning_curves, plot_roc
+from .vocabulary import grade_of
 
 
 def attention_examples(val_set: BagSet, n_hgg: int = 2, n_lgg: int = 1) -> list[int]:
@@ -25,8 +26,9 @@ class EpochReporter:
     A failing figure is reported through ``log`` and never stops training.
     """
 
-    def __init__(self, live, plot_dir: Path, plot_every: int, fold: int, val_set: BagSet,
-                 log: Callable[[str], None] = print):
+    def __init__(
+        self, live, plot_dir: Path, plot_every: int, fold: int, val_set: BagSet, log: Callable[[str], None] = print
+    ):
         self.live = live
         self.plot_dir = Path(plot_dir)
         self.plot_every = plot_every
@@ -57,14 +59,16 @@ class EpochReporter:
         plot_roc(labels, probabilities, Path(f"{stem}_roc.png"), title)
         plot_confusion(labels, (probabilities >= 0.5).astype(int), Path(f"{stem}_confusion.png"), title)
         attention = val_scores.attention_per_bag()
-        examples = [{
-            "subject_id": self.val_set.subject_ids[i],
-            "grade": "HGG" if self.val_set.labels[i] else "LGG",
-            "probability": float(probabilities[i]),
-            "attention": attention[i],
-            "tumour_fraction": self.val_set.tumour_fraction[i],
-            "critical": int(val_scores.critical[i]),
-        } for i in self.examples]
+        examples = [
+            {
+                "subject_id": self.val_set.subject_ids[i],
+                "grade": grade_of(self.val_set.labels[i]),
+                "probability": float(probabilities[i]),
+                "attention": attention[i],
+                "tumour_fraction": self.val_set.tumour_fraction[i],
+                "critical": int(val_scores.critical[i]),
+            }
+            for i in self.examples
+        ]
         if examples:
             plot_attention(examples, Path(f"{stem}_attention.png"), title)
-

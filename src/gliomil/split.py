@@ -17,8 +17,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from .errors import GliomilError
-
-GRADES = ("LGG", "HGG")  # label 0, label 1
+from .vocabulary import GRADES
 
 
 @dataclass(frozen=True)
@@ -31,11 +30,15 @@ class FoldSplit:
     test: list[str]
 
     def to_json(self) -> str:
-        return json.dumps({"fold": self.fold, "train": self.train, "inner_val": self.inner_val,
-                           "test": self.test}, indent=1) + "\n"
+        return (
+            json.dumps(
+                {"fold": self.fold, "train": self.train, "inner_val": self.inner_val, "test": self.test}, indent=1
+            )
+            + "\n"
+        )
 
     @classmethod
-    def read(cls, path: str | Path) -> "FoldSplit":
+    def read(cls, path: str | Path) -> FoldSplit:
         data = json.loads(Path(path).read_text())
         return cls(int(data["fold"]), list(data["train"]), list(data["inner_val"]), list(data["test"]))
 
@@ -44,8 +47,10 @@ def _check_enough_patients(labels: np.ndarray, groups: np.ndarray, n_splits: int
     for label, grade in enumerate(GRADES):
         n_patients = len(np.unique(groups[labels == label]))
         if n_patients < n_splits:
-            raise GliomilError(f"{where}: {grade} has {n_patients} patients, fewer than the {n_splits} "
-                               f"parts needed; use fewer folds, a smaller split.inner_val_fraction or more data")
+            raise GliomilError(
+                f"{where}: {grade} has {n_patients} patients, fewer than the {n_splits} "
+                f"parts needed; use fewer folds, a smaller split.inner_val_fraction or more data"
+            )
 
 
 def _stratified_group_parts(labels: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -> np.ndarray:
@@ -85,13 +90,13 @@ def make_splits(manifest: pd.DataFrame, n_folds: int, inner_val_fraction: float,
 
 def class_counts(splits: list[FoldSplit], manifest: pd.DataFrame) -> dict:
     """Per fold, the number of HGG and LGG subjects in train, inner_val and test."""
-    grade_of = dict(zip(manifest["subject_id"].astype(str), manifest["grade"]))
+    grade_by_id = dict(zip(manifest["subject_id"].astype(str), manifest["grade"]))
     counts = {}
     for split in splits:
         fold_counts = {}
         for role in ("train", "inner_val", "test"):
-            grades = [grade_of[s] for s in getattr(split, role)]
-            for grade in ("HGG", "LGG"):
+            grades = [grade_by_id[s] for s in getattr(split, role)]
+            for grade in sorted(GRADES):  # alphabetical: the key order metrics files have always had
                 fold_counts[f"{role}_{grade.lower()}"] = grades.count(grade)
         counts[f"fold_{split.fold}"] = fold_counts
     return counts

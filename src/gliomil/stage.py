@@ -1,12 +1,9 @@
-"""What every stage entry point shares: one-line errors and outputs written atomically."""
+"""What every stage entry point shares: one-line errors and the fold argument."""
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from .errors import GliomilError
 
@@ -18,20 +15,6 @@ def run_stage(main: Callable[[], None]) -> None:
     except GliomilError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
-
-
-def write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file, so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_json(path: str | Path, data) -> None:
-    """Write ``data`` as indented JSON (atomically)."""
-    write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def fold_argument(argv: list[str], folds: list[int], script: str) -> int:

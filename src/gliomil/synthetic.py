@@ -19,7 +19,8 @@ Conventions used throughout:
   voxel centres, and every random draw except the final image noise happens before the
   array shape matters. A given generator state therefore describes the same patient at
   any resolution; only sampling and noise change with the shape.
-* Each subject draws from its own child seed ``SeedSequence([seed, grade_index, number])``,
+* Each subject draws from its own child seed
+  ``SeedSequence([seed, SEED_GRADE_ORDER.index(grade), number])``,
   so subject k is the same whatever the cohort size or the number of worker processes.
 """
 
@@ -27,11 +28,6 @@ from __future__ import annotations
 
 import gzip
 import math
-import multiprocessing
-import os
-import shutil
-import uuid
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,11 +36,13 @@ import numpy as np
 from scipy.special import ndtri
 from threadpoolctl import threadpool_limits
 
-from .errors import GliomilError, ParamsError
+from .errors import GliomilError
+from .files import atomic_directory
+from .vocabulary import GRADES, MODALITIES, SEGMENTATION
+from .workers import map_in_workers
 
 FOV_MM = (240.0, 240.0, 155.0)
-MODALITIES = ("flair", "t1", "t1ce", "t2")
-GRADES = ("HGG", "LGG")
+SEED_GRADE_ORDER = ("HGG", "LGG")  # part of every subject's seed: changing it changes every phantom
 CASE_PREFIX = "SynBraTS"
 GZIP_LEVEL = 6
 ROUGHNESS = 0.04  # relative amplitude of the fine irregularity of every tumour outline
@@ -58,7 +56,7 @@ CONTRAST = {
     "gm": (0.62, 0.62, 0.63, 0.52),
     "wm": (0.48, 0.90, 0.90, 0.38),
     "edema": (0.95, 0.50, 0.51, 0.80),
-    "solid": (0.85, 0.46, 0.48, 0.80),     # non-enhancing tumour tissue
+    "solid": (0.85, 0.46, 0.48, 0.80),  # non-enhancing tumour tissue
     "necrosis": (0.45, 0.28, 0.29, 0.92),  # fluid-rich dead core / cyst
     "enhancing": (0.78, 0.55, 1.25, 0.64),
 }
@@ -68,6 +66,7 @@ GAIN_RANGE = {"flair": (300.0, 700.0), "t1": (300.0, 900.0), "t1ce": (300.0, 110
 
 
 # -- grid and random fields ------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Grid:
@@ -87,7 +86,7 @@ class Grid:
         """Mean voxel edge in mm: the width of partial-volume transitions."""
         return float(np.mean(self.spacing))
 
-    def crop(self, box) -> "Grid":
+    def crop(self, box) -> Grid:
         """The sub-grid of the voxels in ``box`` (three slices)."""
         axes = tuple(axis[b] for axis, b in zip(self.axes, box))
         return Grid(tuple(len(a) for a in axes), self.spacing, axes)
@@ -126,7 +125,7 @@ def _axis_weights(coords: np.ndarray, nodes: np.ndarray, sigma: float) -> np.nda
     at every voxel, whatever its position relative to the nodes.
     """
     w = np.exp(-0.5 * ((coords[:, None] - nodes[None, :]) / sigma) ** 2)
-    w /= np.sqrt((w ** 2).sum(axis=1, keepdims=True))
+    w /= np.sqrt((w**2).sum(axis=1, keepdims=True))
     return w.astype(np.float32)
 
 
@@ -142,8 +141,9 @@ def smooth_field(rng: np.random.Generator, grid: Grid, sigma_mm: float, region=N
     """
     if region is None:
         region = (-np.array(FOV_MM) / 2, np.array(FOV_MM) / 2)
-    node_axes = [lo - 2 * sigma_mm + sigma_mm * np.arange(math.ceil((hi - lo) / sigma_mm) + 5)
-                 for lo, hi in zip(*region)]
+    node_axes = [
+        lo - 2 * sigma_mm + sigma_mm * np.arange(math.ceil((hi - lo) / sigma_mm) + 5) for lo, hi in zip(*region)
+    ]
     nodes = rng.standard_normal(tuple(len(a) for a in node_axes), dtype=np.float32)
     weights = []
     for axis, node_axis in zip(grid.axes, node_axes):
@@ -154,9 +154,9 @@ def smooth_field(rng: np.random.Generator, grid: Grid, sigma_mm: float, region=N
     nodes = nodes[np.ix_(nx, ny, nz)]
     # Separable smoothing as three small matrix products: far cheaper than filtering a
     # full-resolution volume, and exact at every resolution.
-    field = nodes @ wz.T                            # (a, b, Z)
-    field = np.matmul(wy, field)                    # (a, Y, Z)
-    field = np.tensordot(wx, field, axes=(1, 0))    # (X, Y, Z)
+    field = nodes @ wz.T  # (a, b, Z)
+    field = np.matmul(wy, field)  # (a, Y, Z)
+    field = np.tensordot(wx, field, axes=(1, 0))  # (X, Y, Z)
     return np.ascontiguousarray(field, dtype=np.float32)
 
 
@@ -175,6 +175,7 @@ def _rotation(yaw_deg: float, pitch_deg: float, roll_deg: float) -> np.ndarray:
 
 
 # -- anatomy ---------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Head:
@@ -219,9 +220,14 @@ def sample_head(rng: np.random.Generator) -> Head:
     semi = np.array([67.0, 83.0, 53.0]) * scale * rng.uniform(0.97, 1.03, size=3)
     centre = np.array([rng.uniform(-7, 7), rng.uniform(-7, 7), rng.uniform(-6, 3)])
     rotation = _rotation(rng.uniform(-10, 10), rng.uniform(-6, 6), rng.uniform(-4, 4))
-    return Head(centre=centre, rotation=rotation, semi_axes=semi,
-                sulcal_depth=rng.uniform(9.0, 14.0), cortex=rng.uniform(2.6, 3.4),
-                ventricle=rng.uniform(2.5, 6.0))
+    return Head(
+        centre=centre,
+        rotation=rotation,
+        semi_axes=semi,
+        sulcal_depth=rng.uniform(9.0, 14.0),
+        cortex=rng.uniform(2.6, 3.4),
+        ventricle=rng.uniform(2.5, 6.0),
+    )
 
 
 def brain_frame(grid: Grid, head: Head) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -262,7 +268,7 @@ def tissue_fractions(grid: Grid, head: Head, surface: np.ndarray, folding: np.nd
     r_outline = r * (1 + 0.03 * np.clip(surface, -4, 4))
     # Depth below the outline along the ray from the centre: exact for a sphere, close enough
     # for this nearly spherical brain.
-    depth = (1 - r_outline) * np.sqrt(u ** 2 + v ** 2 + w ** 2) / np.maximum(r, 1e-3)
+    depth = (1 - r_outline) * np.sqrt(u**2 + v**2 + w**2) / np.maximum(r, 1e-3)
     brain = _ramp(depth / h)
 
     # The interhemispheric fissure is a second cortical surface on the midline plane, above
@@ -270,7 +276,7 @@ def tissue_fractions(grid: Grid, head: Head, surface: np.ndarray, folding: np.nd
     w_callosum = 18.0 * s
     below = np.minimum(np.maximum(w_callosum - w, 0), np.maximum(0.55 * a[1] - np.abs(v), 0))
     cortical_depth = np.minimum(depth, np.abs(u) + below)
-    sulci = np.exp(-(folding / 0.3) ** 2)
+    sulci = np.exp(-((folding / 0.3) ** 2))
     depth_below_csf = cortical_depth - head.sulcal_depth * sulci
     csf_outer = 1 - _ramp((depth_below_csf - 1.0) / h)
     cortex = 1 - _ramp((depth_below_csf - 1.0 - head.cortex) / h)
@@ -279,8 +285,9 @@ def tissue_fractions(grid: Grid, head: Head, surface: np.ndarray, folding: np.nd
     ventricles = np.zeros_like(u)
     for side in (-1.0, 1.0):
         # Basal ganglia / thalamus: one grey block per hemisphere beside the ventricles.
-        rn = np.sqrt(((u - side * 18 * s) / (8 * s)) ** 2 + ((v - 2 * s) / (14 * s)) ** 2
-                     + ((w - 2 * s) / (9 * s)) ** 2)
+        rn = np.sqrt(
+            ((u - side * 18 * s) / (8 * s)) ** 2 + ((v - 2 * s) / (14 * s)) ** 2 + ((w - 2 * s) / (9 * s)) ** 2
+        )
         nuclei = np.maximum(nuclei, _ramp((1 - rn) * 8 * s / h))
         # Lateral ventricles: C-shaped (horns curve down at both ends), frontal horns wider,
         # occipital horns diverging from the midline.
@@ -288,19 +295,25 @@ def tissue_fractions(grid: Grid, head: Head, surface: np.ndarray, folding: np.nd
         t = (v - 2 * s) / length
         half_width = head.ventricle * (1 + 0.35 * np.clip(t, -1, 1))
         lu = u - side * (head.ventricle + 1.5 + 7 * s * np.maximum(-t, 0) ** 2)
-        lw = w - 9 * s + 5 * s * t ** 2
-        rv = np.sqrt((lu / half_width) ** 2 + t ** 2 + (lw / (9 * s)) ** 2)
+        lw = w - 9 * s + 5 * s * t**2
+        rv = np.sqrt((lu / half_width) ** 2 + t**2 + (lw / (9 * s)) ** 2)
         ventricles = np.maximum(ventricles, _ramp((1 - rv) * half_width / h))
 
     inner = 1 - cortex
     csf = csf_outer + inner * ventricles
     gm = (cortex - csf_outer) + inner * (1 - ventricles) * nuclei
     wm = inner * (1 - ventricles) * (1 - nuclei)
-    return Tissue(brain=brain.astype(np.float32), mask=depth > 0, csf=csf.astype(np.float32),
-                  gm=gm.astype(np.float32), wm=wm.astype(np.float32))
+    return Tissue(
+        brain=brain.astype(np.float32),
+        mask=depth > 0,
+        csf=csf.astype(np.float32),
+        gm=gm.astype(np.float32),
+        wm=wm.astype(np.float32),
+    )
 
 
 # -- tumour ----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Tumour:
@@ -371,11 +384,11 @@ def sample_tumour(grade: str, rng: np.random.Generator, head: Head) -> Tumour:
         edema = rng.uniform(2.0, 16.0)
         heterogeneity = rng.uniform(0.04, 0.14)
         kind = rng.random()
-        if kind < 0.72:                           # ring enhancement around necrosis
+        if kind < 0.72:  # ring enhancement around necrosis
             rim, share, necrosis = rng.uniform(2.0, 5.5), 0.0, 1.0
-        elif kind < 0.85:                         # solid, patchily enhancing, no necrosis
+        elif kind < 0.85:  # solid, patchily enhancing, no necrosis
             rim, share, necrosis = 0.0, rng.uniform(0.2, 0.7), 0.0
-        else:                                     # non-enhancing
+        else:  # non-enhancing
             rim, share = 0.0, 0.0
             necrosis = rng.uniform(0.3, 0.6) if rng.random() < 0.3 else 0.0
     else:
@@ -392,13 +405,23 @@ def sample_tumour(grade: str, rng: np.random.Generator, head: Head) -> Tumour:
     # should be mostly normal slices).
     reach_z = lesion_half_extent(semi, irregularity, edema)[2]
     limit = 0.21 * head.height
-    if reach_z > limit:                            # flatten rather than shrink in-plane
+    if reach_z > limit:  # flatten rather than shrink in-plane
         semi[2] *= limit / reach_z
         edema *= limit / reach_z
     signal = rng.normal(1.0, 0.07, size=(3, 4)).clip(0.75, 1.25)
-    return Tumour(grade=grade, centre=centre, semi_axes=semi, irregularity=irregularity, edema=edema,
-                  rim=rim, enhancing_share=share, necrosis_share=necrosis, heterogeneity=heterogeneity,
-                  edema_strength=rng.uniform(0.55, 0.9), signal=signal)
+    return Tumour(
+        grade=grade,
+        centre=centre,
+        semi_axes=semi,
+        irregularity=irregularity,
+        edema=edema,
+        rim=rim,
+        enhancing_share=share,
+        necrosis_share=necrosis,
+        heterogeneity=heterogeneity,
+        edema_strength=rng.uniform(0.55, 0.9),
+        signal=signal,
+    )
 
 
 @dataclass
@@ -432,15 +455,16 @@ def lesion_maps(grid: Grid, tumour: Tumour, tissue: Tissue, rng: np.random.Gener
     box = grid.box_around(tumour.centre, reach)
     local = grid.crop(box)
     lobes, roughness, edema_field, rim_field, patch_field, texture = (
-        smooth_field(rng, local, sigma, region) for sigma in (9.0, 3.0, 5.0, 3.0, 3.5, 2.5))
+        smooth_field(rng, local, sigma, region) for sigma in (9.0, 3.0, 5.0, 3.0, 3.5, 2.5)
+    )
 
     d = [(local.axes[i] - tumour.centre[i]).astype(np.float32) for i in range(3)]
     a = tumour.semi_axes.tolist()
-    rt = np.sqrt((d[0][:, None, None] / a[0]) ** 2 + (d[1][None, :, None] / a[1]) ** 2
-                 + (d[2][None, None, :] / a[2]) ** 2)
+    rt = np.sqrt(
+        (d[0][:, None, None] / a[0]) ** 2 + (d[1][None, :, None] / a[1]) ** 2 + (d[2][None, None, :] / a[2]) ** 2
+    )
     # Large lobes plus a finely rough margin; clipped so that lesion_half_extent holds.
-    rt /= (1 + tumour.irregularity * np.clip(lobes, -2, 2)
-           + ROUGHNESS * np.clip(roughness, -2, 2))
+    rt /= 1 + tumour.irregularity * np.clip(lobes, -2, 2) + ROUGHNESS * np.clip(roughness, -2, 2)
     # Signed distance (mm) inside the outline along the ray from the centre: the outline's
     # radius in this direction is |d| / rt.
     outline_mm = np.sqrt(d[0][:, None, None] ** 2 + d[1][None, :, None] ** 2 + d[2][None, None, :] ** 2)
@@ -478,11 +502,13 @@ def lesion_maps(grid: Grid, tumour: Tumour, tissue: Tissue, rng: np.random.Gener
     seg[edema_in] = 2
     seg[core_in] = 1
     seg[enhancing_in] = 4
-    return Lesion(box=box, core=core, solid=solid, necrosis=necrosis, enhancing=enhancing,
-                  edema=edema, texture=texture, seg=seg)
+    return Lesion(
+        box=box, core=core, solid=solid, necrosis=necrosis, enhancing=enhancing, edema=edema, texture=texture, seg=seg
+    )
 
 
 # -- imaging ---------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Scanner:
@@ -499,12 +525,23 @@ class Scanner:
 def sample_scanner(rng: np.random.Generator) -> Scanner:
     """Draw gains, bias-field strengths and noise level for the four modalities."""
     gain = np.array([rng.uniform(*GAIN_RANGE[m]) for m in MODALITIES])
-    return Scanner(gain=gain, bias=rng.uniform(0.04, 0.14, size=4), noise=rng.uniform(0.015, 0.04),
-                   texture=rng.uniform(0.015, 0.03))
+    return Scanner(
+        gain=gain,
+        bias=rng.uniform(0.04, 0.14, size=4),
+        noise=rng.uniform(0.015, 0.04),
+        texture=rng.uniform(0.015, 0.03),
+    )
 
 
-def render(tissue: Tissue, tumour: Tumour, lesion: Lesion, scanner: Scanner, texture: np.ndarray,
-           bias_fields: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+def render(
+    tissue: Tissue,
+    tumour: Tumour,
+    lesion: Lesion,
+    scanner: Scanner,
+    texture: np.ndarray,
+    bias_fields: list[np.ndarray],
+    rng: np.random.Generator,
+) -> np.ndarray:
     """The four noisy, bias-corrupted images on the tissue grid, float32 (4, X, Y, Z).
 
     Exactly 0 outside the brain mask, at least 1 inside. texture: unit random field for fine
@@ -520,8 +557,11 @@ def render(tissue: Tissue, tumour: Tumour, lesion: Lesion, scanner: Scanner, tex
         e = tumour.edema_strength * lesion.edema
         near = image[box] * (1 - e) + e * c["edema"]
         signal = tumour.signal[:, m].tolist()
-        lesion_signal = (lesion.solid * (c["solid"] * signal[0]) + lesion.necrosis * (c["necrosis"] * signal[1])
-                         + lesion.enhancing * (c["enhancing"] * signal[2]))
+        lesion_signal = (
+            lesion.solid * (c["solid"] * signal[0])
+            + lesion.necrosis * (c["necrosis"] * signal[1])
+            + lesion.enhancing * (c["enhancing"] * signal[2])
+        )
         image[box] = near * (1 - lesion.core) + lesion_signal * (1 + tumour.heterogeneity * lesion.texture)
         image *= np.exp(float(scanner.bias[m]) * bias_fields[m])
         images[m] = image * float(scanner.gain[m])
@@ -579,11 +619,12 @@ def _checked_shape(shape) -> tuple[int, int, int]:
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise ParamsError(f"synthesize: shape must be three integers >= 16, got {shape!r}")
+        raise ValueError(f"synthesize: shape must be three integers >= 16, got {shape!r}")
     return dims
 
 
 # -- writing ---------------------------------------------------------------------------------
+
 
 def case_name(grade: str, number: int, width: int = 3) -> str:
     """``SynBraTS_<grade>_<number>``, the number zero-padded to ``width`` digits (1-based)."""
@@ -592,7 +633,7 @@ def case_name(grade: str, number: int, width: int = 3) -> str:
 
 def subject_seed(seed: int, grade: str, number: int) -> np.random.SeedSequence:
     """Independent seed of subject ``number`` (1-based) of ``grade``; unaffected by cohort size."""
-    return np.random.SeedSequence([seed, GRADES.index(grade), number])
+    return np.random.SeedSequence([seed, SEED_GRADE_ORDER.index(grade), number])
 
 
 def nifti_gz_bytes(data: np.ndarray, affine: np.ndarray) -> bytes:
@@ -609,7 +650,7 @@ def write_case(case_dir: Path, case: str, images: np.ndarray, seg: np.ndarray) -
     case_dir.mkdir(parents=True)
     affine = voxel_affine(seg.shape)
     ints = np.clip(np.rint(images), 0, np.iinfo(np.int16).max).astype(np.int16)
-    for name, data in (*zip(MODALITIES, ints), ("seg", seg.astype(np.uint8))):
+    for name, data in (*zip(MODALITIES, ints), (SEGMENTATION, seg.astype(np.uint8))):
         (case_dir / f"{case}_{name}.nii.gz").write_bytes(nifti_gz_bytes(data, affine))
 
 
@@ -630,73 +671,32 @@ def _run_job(job: _Job) -> str:
     return job.case
 
 
-def synthesize_cohort(out_dir, n_hgg: int, n_lgg: int, shape: tuple[int, int, int], seed: int,
-                      workers: int = 1, progress: bool = False) -> list[str]:
+def synthesize_cohort(
+    out_dir, n_hgg: int, n_lgg: int, shape: tuple[int, int, int], seed: int, workers: int = 1, progress: bool = False
+) -> list[str]:
     """Write a synthetic cohort in the BraTS 2018 layout under ``out_dir``; return the case names, sorted.
 
     ``out_dir`` must not exist or be empty. Everything is built in a hidden sibling folder
-    (``.<name>.partial-*``) and renamed into place at the end, so a failure leaves no
+    (:func:`gliomil.files.atomic_directory`) and renamed into place at the end, so a failure leaves no
     half-written cohort. Output is byte-identical for the same (n_hgg, n_lgg, shape, seed)
     whatever ``workers`` is, and subject k of a grade does not depend on n_hgg or n_lgg.
     ``workers`` > 1 uses that many processes; ``progress`` shows a tqdm bar on stderr.
-    Raises ParamsError for bad arguments, GliomilError when ``out_dir`` is not empty.
+    Raises ValueError for bad arguments, GliomilError when ``out_dir`` is not empty.
     """
     shape = _checked_shape(shape)
     for key, value, low in (("n_hgg", n_hgg, 0), ("n_lgg", n_lgg, 0), ("workers", workers, 1), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ParamsError(f"synthesize: {key} must be an integer >= {low}, got {value!r}")
+            raise ValueError(f"synthesize: {key} must be an integer >= {low}, got {value!r}")
     if n_hgg + n_lgg == 0:
-        raise ParamsError("synthesize: n_hgg + n_lgg must be at least 1")
+        raise ValueError("synthesize: n_hgg + n_lgg must be at least 1")
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise GliomilError(f"{out_dir}: output folder already exists and is not empty")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = out_dir.with_name(f".{out_dir.name}.partial-{uuid.uuid4().hex[:12]}")
-    tmp_dir.mkdir()
-    try:
+    with atomic_directory(out_dir) as tmp_dir:
         jobs = []
         for grade, count in (("HGG", n_hgg), ("LGG", n_lgg)):
             (tmp_dir / grade).mkdir()
             width = max(3, len(str(count)))
-            jobs += [_Job(grade, k, case_name(grade, k, width), int(seed), shape, tmp_dir)
-                     for k in range(1, count + 1)]
-        cases = _run_jobs(jobs, workers, progress)
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.replace(tmp_dir, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
+            jobs += [_Job(grade, k, case_name(grade, k, width), int(seed), shape, tmp_dir) for k in range(1, count + 1)]
+        cases = list(map_in_workers(_run_job, jobs, workers, progress="synthesize" if progress else None))
     return sorted(cases)
-
-
-def _run_jobs(jobs: list[_Job], workers: int, progress: bool) -> list[str]:
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=len(jobs), desc="synthesize", unit="subject")
-    cases = []
-    try:
-        if workers == 1 or len(jobs) == 1:
-            for job in jobs:
-                cases.append(_run_job(job))
-                if bar is not None:
-                    bar.update()
-        else:
-            # "fork" (as the preprocess stage uses) needs no `if __name__ == "__main__"` guard in
-            # the caller's script; the workers only run numpy, scipy and nibabel.
-            methods = multiprocessing.get_all_start_methods()
-            context = multiprocessing.get_context("fork" if "fork" in methods else None)
-            pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context)
-            try:
-                for case in pool.map(_run_job, jobs, chunksize=4):
-                    cases.append(case)
-                    if bar is not None:
-                        bar.update()
-            finally:
-                # On a failure, stop at once instead of generating the rest of the cohort.
-                pool.shutdown(wait=True, cancel_futures=True)
-    finally:
-        if bar is not None:
-            bar.close()
-    return cases

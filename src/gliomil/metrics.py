@@ -1,0 +1,143 @@
+"""Every metric of the project, pure numpy + scikit-learn: per-epoch logging, held-out folds, pooled runs.
+
+Labels: 1 = HGG (the positive class), 0 = LGG. Probabilities are P(HGG). A decision threshold is either
+the fixed 0.5 (comparable with the audited script) or the one that maximises Youden's J on a fold's
+inner-validation patients; the held-out patients never choose it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    balanced_accuracy_score,
+    brier_score_loss,
+    confusion_matrix,
+    f1_score,
+    matthews_corrcoef,
+    precision_recall_curve,
+    roc_auc_score,
+    roc_curve,
+)
+
+
+def epoch_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict:
+    """What training logs each epoch: AUC (NaN with one class), F1, accuracy, balanced accuracy and
+    predicted/true HGG counts at 0.5."""
+    predicted = (probabilities >= 0.5).astype(int)
+    both_classes = len(np.unique(labels)) == 2
+    return {
+        "auc": float(roc_auc_score(labels, probabilities)) if both_classes else float("nan"),
+        "f1": float(f1_score(labels, predicted, zero_division=0)),
+        "accuracy": float(accuracy_score(labels, predicted)),
+        "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)),
+        "predicted_hgg": int(predicted.sum()),
+        "true_hgg": int(labels.sum()),
+    }
+
+
+def youden_threshold(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """The probability threshold maximising sensitivity + specificity - 1 (ties: the highest threshold).
+
+    Needs both classes. scikit-learn's first ROC threshold is +inf (predict nothing positive); it is
+    clipped to 1.0 so the value stays a probability.
+    """
+    fpr, tpr, thresholds = roc_curve(labels, probabilities)
+    best = int(np.argmax(tpr - fpr))
+    return float(min(thresholds[best], 1.0))
+
+
+def calibration_table(labels: np.ndarray, probabilities: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
+    """Per non-empty bin of ``n_bins`` equal-width probability bins: mean predicted probability,
+    observed HGG rate and number of patients."""
+    bins = np.minimum((probabilities * n_bins).astype(int), n_bins - 1)
+    frame = pd.DataFrame({"bin": bins, "probability": probabilities, "label": labels})
+    return (
+        frame.groupby("bin")
+        .agg(mean_predicted=("probability", "mean"), observed_hgg_rate=("label", "mean"), patients=("label", "size"))
+        .reset_index()
+    )
+
+
+def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, n_bins: int = 10) -> float:
+    """Mean |observed HGG rate - mean predicted probability| over equal-width bins, weighted by bin size."""
+    table = calibration_table(labels, probabilities, n_bins)
+    gaps = (table["observed_hgg_rate"] - table["mean_predicted"]).abs()
+    return float((gaps * table["patients"]).sum() / table["patients"].sum())
+
+
+def threshold_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict:
+    """Classification metrics of predicting HGG when probability >= ``threshold`` (HGG = 1 is positive)."""
+    predicted = (probabilities >= threshold).astype(int)
+    tn, fp, fn, tp = confusion_matrix(labels, predicted, labels=[0, 1]).ravel()
+    n_hgg, n_lgg = tp + fn, tn + fp
+    return {
+        "threshold": float(threshold),
+        "f1": float(f1_score(labels, predicted, zero_division=0)),
+        "f1_macro": float(f1_score(labels, predicted, average="macro", zero_division=0)),
+        "accuracy": float(accuracy_score(labels, predicted)),
+        "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)),
+        "sensitivity": float(tp / n_hgg) if n_hgg else float("nan"),
+        "specificity": float(tn / n_lgg) if n_lgg else float("nan"),
+        "mcc": float(matthews_corrcoef(labels, predicted)),
+        "confusion": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
+        "hgg_detected": f"{int(tp)}/{int(n_hgg)} HGG",
+        "predicted_hgg": int(tp + fp),
+        "predicted_lgg": int(tn + fn),
+    }
+
+
+def ranking_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict:
+    """Threshold-free metrics: ROC AUC, PR AUC (average precision), Brier score, expected calibration error."""
+    return {
+        "auc": float(roc_auc_score(labels, probabilities)),
+        "pr_auc": float(average_precision_score(labels, probabilities)),
+        "brier": float(brier_score_loss(labels, probabilities)),
+        "ece": expected_calibration_error(labels, probabilities),
+    }
+
+
+def fold_metrics(test_labels: np.ndarray, test_probabilities: np.ndarray, youden: float) -> dict:
+    """All held-out metrics of a fold, labelled by the threshold they use."""
+    return {
+        **ranking_metrics(test_labels, test_probabilities),
+        "at_0.5": threshold_metrics(test_labels, test_probabilities, 0.5),
+        "at_youden_inner_val": threshold_metrics(test_labels, test_probabilities, youden),
+    }
+
+
+def curve_tables(labels: np.ndarray, probabilities: np.ndarray, n_bins: int = 10) -> dict[str, pd.DataFrame]:
+    """Data of the ROC, precision-recall and calibration plots."""
+    fpr, tpr, roc_thresholds = roc_curve(labels, probabilities)
+    precision, recall, _ = precision_recall_curve(labels, probabilities)
+    return {
+        "roc": pd.DataFrame(
+            {"fpr": fpr.round(6), "tpr": tpr.round(6), "threshold": np.minimum(roc_thresholds, 1.0).round(6)}
+        ),
+        "precision_recall": pd.DataFrame({"recall": recall.round(6), "precision": precision.round(6)}),
+        "calibration": calibration_table(labels, probabilities, n_bins).round(6),
+    }
+
+
+def pooled_auc_with_ci(
+    labels: np.ndarray, probabilities: np.ndarray, n_bootstrap: int = 2000, seed: int = 0, level: float = 0.95
+) -> dict[str, float]:
+    """AUC of all out-of-fold predictions pooled, with a percentile bootstrap interval over patients.
+
+    Resamples keep the class counts (stratified), so every resample has both classes.
+    """
+    rng = np.random.default_rng(seed)
+    positives, negatives = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    aucs = np.empty(n_bootstrap)
+    for b in range(n_bootstrap):
+        sample = np.concatenate([rng.choice(positives, len(positives)), rng.choice(negatives, len(negatives))])
+        aucs[b] = roc_auc_score(labels[sample], probabilities[sample])
+    low, high = np.quantile(aucs, [(1 - level) / 2, (1 + level) / 2])
+    return {
+        "auc": float(roc_auc_score(labels, probabilities)),
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "n_bootstrap": n_bootstrap,
+    }

@@ -1,0 +1,138 @@
+"""dvc.yaml cannot drift from the code: code deps, params and fold paths are checked against the scripts."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gliomil import paths
+from gliomil.params import SPEC
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "src" / "gliomil"
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """gliomil module names imported anywhere in a file (function-level imports included: they run too)."""
+    in_package = path.parent == PACKAGE
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[1] for a in node.names if a.name.startswith("gliomil.")}
+        elif isinstance(node, ast.ImportFrom):
+            relative = node.level == 1 and in_package
+            if relative and node.module is None or node.module == "gliomil":
+                names |= {a.name for a in node.names}  # from . import x / from gliomil import x
+            elif relative:
+                names.add(node.module.split(".")[0])
+            elif node.module and node.module.startswith("gliomil."):
+                names.add(node.module.split(".")[1])
+    return {n for n in names if (PACKAGE / f"{n}.py").is_file()}
+
+
+def import_closure(script: Path) -> set[str]:
+    """Repository-relative paths of the package modules ``script`` needs, ``__init__.py`` included."""
+    seen: set[str] = set()
+    todo = list(_imported_modules(script))
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += _imported_modules(PACKAGE / f"{name}.py")
+    return {f"src/gliomil/{n}.py" for n in seen} | ({"src/gliomil/__init__.py"} if seen else set())
+
+
+DVC_YAML = yaml.safe_load((REPO / "dvc.yaml").read_text())
+STAGES = DVC_YAML["stages"]
+
+
+def _stage(name: str) -> dict:
+    """A stage's definition, with a foreach stage's ``do`` body for fold 0."""
+    stage = STAGES[name]
+    return yaml.safe_load(yaml.safe_dump(stage["do"]).replace("${item}", "0")) if "foreach" in stage else stage
+
+
+def _script(stage: dict) -> Path:
+    return REPO / stage["cmd"].split()[1]
+
+
+def _paths(entries) -> set[str]:
+    return {next(iter(e)) if isinstance(e, dict) else e for e in entries}
+
+
+def _params_read(script: Path) -> set[str]:
+    """The params keys (or sections) a stage script reads: the string arguments of its ``P.value`` and
+    ``P.section`` calls, and the strings of its module-level tuples of keys (looked up in a loop)."""
+    tree = ast.parse(script.read_text())
+    strings = [
+        arg
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in ("value", "section")
+        for arg in node.args
+    ]
+    strings += [
+        item
+        for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Tuple)
+        for item in node.value.elts
+    ]
+    constants = {s.value for s in strings if isinstance(s, ast.Constant) and isinstance(s.value, str)}
+    return {c for c in constants if c in SPEC or any(key.startswith(c + ".") for key in SPEC)}
+
+
+def _covers(declared: str, key: str) -> bool:
+    return key == declared or key.startswith(declared + ".") or declared.startswith(key + ".")
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_code_deps_are_exactly_the_scripts_import_closure(name):
+    stage = _stage(name)
+    listed = {p for p in _paths(stage["deps"]) if p.startswith("src/")}
+    assert str(_script(stage).relative_to(REPO)) in _paths(stage["deps"])
+    assert listed == import_closure(_script(stage)), f"{name}: deps differ from the modules its script imports"
+
+
+@pytest.mark.parametrize("name", sorted(set(STAGES) - {"check_params"}))
+def test_every_stage_declares_exactly_the_params_it_reads(name):
+    stage = _stage(name)
+    declared, read = set(stage["params"]), _params_read(_script(stage))
+    assert read, f"{name} reads no params?"
+    assert all(any(_covers(d, key) for d in declared) for key in read), f"{name} reads undeclared params: {read}"
+    assert all(any(_covers(d, key) for key in read) for d in declared), f"{name} declares params it never reads"
+
+
+def test_check_params_tracks_the_whole_file_and_every_stage_waits_for_it():
+    assert STAGES["check_params"]["params"] == [{"params.yaml": None}]
+    assert _paths(STAGES["check_params"]["outs"]) == {str(paths.PARAMS_CHECKED)}
+    for name in set(STAGES) - {"check_params"}:
+        assert str(paths.PARAMS_CHECKED) in _paths(_stage(name)["deps"]), name
+
+
+def test_fold_paths_are_the_ones_the_package_spells():
+    train, evaluate = _stage("train"), _stage("evaluate")
+    assert _paths(train["outs"]) == {
+        str(p(0)) for p in (paths.fold_model, paths.fold_train_figures, paths.fold_train_log, paths.fold_train_metrics)
+    }
+    assert _paths(evaluate["outs"]) == {str(paths.fold_eval_metrics(0)), str(paths.fold_eval_plots(0))}
+    assert {str(paths.fold_split(0)), str(paths.PREPROCESSED)} <= _paths(train["deps"])
+    assert {str(paths.fold_split(0)), str(paths.fold_model(0))} <= _paths(evaluate["deps"])
+
+
+def test_import_closure_follows_imports_inside_the_package(tmp_path):
+    script = tmp_path / "stage.py"
+    script.write_text("from gliomil.inference import score_bags\n")
+    closure = import_closure(script)
+    assert {
+        "src/gliomil/inference.py",
+        "src/gliomil/model.py",
+        "src/gliomil/data.py",
+        "src/gliomil/preprocess.py",
+        "src/gliomil/brats.py",
+        "src/gliomil/__init__.py",
+    } <= closure
+    assert "src/gliomil/train.py" not in closure

@@ -1,0 +1,101 @@
+"""Metrics on predictions with known answers: per-epoch logging, held-out folds, thresholds, pooled AUC."""
+
+import math
+
+import numpy as np
+import pytest
+
+from gliomil.metrics import (
+    curve_tables,
+    epoch_metrics,
+    expected_calibration_error,
+    fold_metrics,
+    pooled_auc_with_ci,
+    ranking_metrics,
+    threshold_metrics,
+    youden_threshold,
+)
+
+LABELS = np.array([1, 1, 1, 1, 0, 0, 0])
+PROBS = np.array([0.9, 0.8, 0.6, 0.3, 0.7, 0.2, 0.1])
+
+
+def test_epoch_metrics_counts_predicted_hgg():
+    labels = np.array([1, 1, 1, 0, 0])
+    metrics = epoch_metrics(labels, np.array([0.9, 0.8, 0.2, 0.6, 0.1]))
+    assert metrics["predicted_hgg"] == 3 and metrics["true_hgg"] == 3
+    assert metrics["accuracy"] == pytest.approx(0.6)
+    assert metrics["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert metrics["auc"] == pytest.approx(5 / 6)
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+def test_epoch_metrics_of_one_class_has_no_auc():
+    metrics = epoch_metrics(np.array([1, 1]), np.array([0.9, 0.2]))
+    assert math.isnan(metrics["auc"]) and metrics["predicted_hgg"] == 1 and metrics["true_hgg"] == 2
+
+
+def test_threshold_metrics_on_a_known_confusion_matrix():
+    m = threshold_metrics(LABELS, PROBS, 0.5)
+    # predicted HGG: 0.9, 0.8, 0.6 (true) and 0.7 (false) -> tp 3, fn 1, fp 1, tn 2
+    assert m["confusion"] == {"tn": 2, "fp": 1, "fn": 1, "tp": 3}
+    assert m["sensitivity"] == pytest.approx(3 / 4) and m["specificity"] == pytest.approx(2 / 3)
+    assert m["accuracy"] == pytest.approx(5 / 7)
+    assert m["balanced_accuracy"] == pytest.approx((3 / 4 + 2 / 3) / 2)
+    assert m["f1"] == pytest.approx(2 * 3 / (2 * 3 + 1 + 1))
+    mcc = (3 * 2 - 1 * 1) / math.sqrt((3 + 1) * (3 + 1) * (2 + 1) * (2 + 1))
+    assert m["mcc"] == pytest.approx(mcc)
+    assert m["hgg_detected"] == "3/4 HGG" and m["predicted_hgg"] == 4 and m["predicted_lgg"] == 3
+
+
+def test_a_model_that_predicts_every_patient_lgg():
+    m = threshold_metrics(LABELS, np.full(7, 0.2), 0.5)
+    assert m["hgg_detected"] == "0/4 HGG" and m["predicted_hgg"] == 0
+    assert m["sensitivity"] == 0 and m["specificity"] == 1 and m["f1"] == 0 and m["mcc"] == 0
+
+
+def test_ranking_metrics():
+    m = ranking_metrics(LABELS, PROBS)
+    # 12 HGG/LGG pairs; 0.6 and 0.3 rank below the LGG at 0.7, the other 10 pairs are right
+    assert m["auc"] == pytest.approx(10 / 12)
+    assert m["brier"] == pytest.approx(np.mean((PROBS - LABELS) ** 2))
+    assert 0 < m["pr_auc"] <= 1
+
+
+def test_expected_calibration_error():
+    # two bins: [0.1, 0.1] observed 0/2 -> error 0.1; [0.9, 0.9] observed 1/2 -> error 0.4
+    labels = np.array([0, 0, 1, 0])
+    probs = np.array([0.1, 0.1, 0.9, 0.9])
+    assert expected_calibration_error(labels, probs) == pytest.approx(0.5 * 0.1 + 0.5 * 0.4)
+    assert expected_calibration_error(np.array([0, 1]), np.array([0.0, 1.0])) == 0
+
+
+def test_youden_threshold_maximises_sensitivity_plus_specificity():
+    # J at 0.9, 0.8, 0.6, 0.3: 1/4, 1/2, 3/4 + 2/3 - 1, 1 + 2/3 - 1 -> 0.3 is best
+    assert youden_threshold(LABELS, PROBS) == pytest.approx(0.3)
+
+
+def test_youden_threshold_stays_a_probability():
+    assert youden_threshold(np.array([0, 1]), np.array([0.2, 0.9])) <= 1.0
+
+
+def test_fold_metrics_labels_both_thresholds():
+    m = fold_metrics(LABELS, PROBS, youden=0.25)
+    assert m["at_0.5"]["threshold"] == 0.5 and m["at_youden_inner_val"]["threshold"] == 0.25
+    assert m["at_youden_inner_val"]["hgg_detected"] == "4/4 HGG"
+
+
+def test_curve_tables():
+    tables = curve_tables(LABELS, PROBS)
+    assert tables["roc"]["fpr"].iloc[-1] == 1 and tables["roc"]["tpr"].iloc[-1] == 1
+    assert tables["roc"]["threshold"].max() <= 1
+    assert tables["calibration"]["patients"].sum() == 7
+
+
+def test_pooled_auc_interval_holds_the_estimate_and_is_seeded():
+    rng = np.random.default_rng(0)
+    labels = np.array([1] * 60 + [0] * 30)
+    probs = np.clip(labels * 0.3 + rng.normal(0.35, 0.2, 90), 0, 1)
+    first = pooled_auc_with_ci(labels, probs, n_bootstrap=300, seed=1)
+    assert first["ci_low"] < first["auc"] < first["ci_high"]
+    assert first == pooled_auc_with_ci(labels, probs, n_bootstrap=300, seed=1)
