@@ -315,7 +315,9 @@ def paired_comparison(
     verdicts += [verdict(m, endpoint=name, p_adjusted=adjusted[name], alpha=alpha) for name, m in mcnemar.items()]
     verdicts += [
         # stats.verdict writes "(d<endpoint> +0.012 [...])"; the endpoint already opens the line.
+        # Secondary and unadjusted: two runs of the same params on two hosts gave one "improved" line among these.
         verdict(bootstrap[name], endpoint=name, higher_is_better=higher).replace(f"(d{name} ", "(difference ")
+        + "; secondary, not adjusted for multiplicity"
         for name, (_, _, higher) in _bootstrap_statistics().items()
     ]
     return PairedComparison(
