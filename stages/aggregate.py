@@ -1,9 +1,10 @@
 """Stage aggregate: cross-validation summary over the evaluated folds, and the audit report.
 
 Writes metrics/cv_summary.json (mean and std of every metric over folds, pooled out-of-fold AUC with a
-bootstrap 95% interval, per-fold status), reports/cv_folds.csv (the audit's per-fold table),
-reports/audit.md with its ROC and confusion images, and plots/cv/ (every fold's curves and predictions
-in long tables with a `fold` column, which dvc.yaml's plots read whatever the folds are).
+bootstrap 95% interval, per-fold status), metrics/headline.json (the few numbers `dvc exp show` lists),
+reports/cv_folds.csv (the audit's per-fold table), reports/audit.md with its ROC and confusion images,
+and plots/cv/ (every fold's curves and predictions in long tables with a `fold` column, which dvc.yaml's
+plots read whatever the folds are).
 """
 
 import json
@@ -13,11 +14,11 @@ import pandas as pd
 
 from gliomil import params as P
 from gliomil import paths
-from gliomil.aggregate import STATUSES, StatusRules, fold_statuses, mean_and_std, seed_table
+from gliomil.aggregate import STATUSES, StatusRules, fold_statuses, headline, mean_and_std, seed_table
 from gliomil.audit import FoldRecord, checklist, mil_history, render_report
 from gliomil.diagnostics import CollapseThresholds
 from gliomil.files import write_json, write_text
-from gliomil.metrics import pooled_auc_with_ci
+from gliomil.metrics import pooled_auc_with_ci, threshold_metrics
 from gliomil.plots import plot_confusion, plot_rocs
 from gliomil.stage import run_stage
 
@@ -47,6 +48,9 @@ def main():
         summary[f"status_{key}"] = {s: statuses[key].count(s) for s in STATUSES}
     summary["folds_mean_std"] = mean_and_std(fold_metrics)
     write_json(paths.CV_SUMMARY, summary)
+    # The decisions as evaluate made them (the probabilities in the table are rounded).
+    at_half = threshold_metrics(predictions["label"].to_numpy(), predictions["predicted_at_0.5"].to_numpy(), 0.5)
+    write_json(paths.HEADLINE, headline(summary, at_half))
     write_text(paths.CV_PLOTS / "pooled_predictions.csv", predictions.to_csv(index=False))
     for name in CURVES:
         write_text(paths.CV_PLOTS / f"{name}.csv", read_fold_tables(name, folds).to_csv(index=False))

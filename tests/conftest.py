@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from gliomil.synthetic import synthesize_cohort
 
@@ -49,3 +50,65 @@ def run_tool(args, cwd, env=None, check=True) -> subprocess.CompletedProcess:
     if check and result.returncode != 0:
         raise AssertionError(f"{args} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result
+
+
+# -- a real DVC pipeline in a temporary git repository (end-to-end tests) -----------------------------------
+
+DVC = str(Path(sys.executable).parent / "dvc")
+
+
+def tiny_params() -> dict:
+    """The committed params shrunk to a cohort and model that run the whole pipeline in about a minute."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["synthesize"].update(n_hgg=10, n_lgg=6, shape=[32, 32, 24], workers=1)
+    params["preprocess"].update(image_size=16, workers=2)
+    params["split"]["inner_val_fraction"] = 0.5
+    params["train"].update(epochs=2, bag_size=8, plot_every=1)
+    params["train"]["model"].update(width=4, depth=2)
+    return params
+
+
+def write_params(repo: Path, params: dict) -> None:
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture
+def pipeline_repo(tmp_path) -> Path:
+    """A git + DVC repo holding this project's pipeline, its code and tiny params."""
+    return make_pipeline_repo(tmp_path)
+
+
+def make_pipeline_repo(tmp_path: Path, params: dict | None = None) -> Path:
+    """A git + DVC repo (one commit) holding this project's pipeline and code, and ``params`` (default: tiny)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("dvc.yaml", "stages", "src"):
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy(source, repo / name)
+    write_params(repo, params or tiny_params())
+    run_tool(["git", "init", "-q"], repo)
+    run_tool(["git", "config", "user.email", "ci@example.invalid"], repo)
+    run_tool(["git", "config", "user.name", "ci"], repo)
+    run_tool([DVC, "init", "-q"], repo)
+    shutil.copytree(REPO / ".dvc/plots", repo / ".dvc/plots")  # the plot templates dvc.yaml names
+    shutil.copy(REPO / ".dvcignore", repo / ".dvcignore")
+    run_tool(["git", "add", "-A"], repo)
+    run_tool(["git", "commit", "-qm", "pipeline"], repo)
+    return repo
+
+
+def dvc(repo: Path, *args) -> str:
+    """stdout of a successful `dvc ARGS` in ``repo``, its stages importing ``repo``'s own code."""
+    return run_tool([DVC, *args], repo, env=tool_env(repo / "src")).stdout
+
+
+def repro(repo: Path, *args) -> str:
+    return dvc(repo, "repro", *args)
+
+
+def stages_run(output: str) -> set[str]:
+    """The stages `dvc repro` / `dvc exp run` output says it ran."""
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}

@@ -52,3 +52,24 @@ def test_seed_table_has_the_audit_columns():
     table = seed_table(folds, ["Needs improvement"])
     assert list(table.columns) == ["Fold", "AUC", "F1", "Acc", "Class balance", "Status"]
     assert table.iloc[0].tolist() == [0, 0.91, 0.77, 0.79, "3/42 HGG", "Needs improvement"]
+
+
+def test_headline_takes_the_pooled_numbers_and_counts_flagged_folds():
+    from gliomil.aggregate import headline
+
+    summary = {
+        "pooled": {"auc": 0.85, "ci_low": 0.8, "ci_high": 0.9},
+        "pooled_inner_val": {"auc": 0.84},
+        "status_at_0.5": {"Critical": 1, "Needs improvement": 2, "Good": 1, "Best": 1},
+    }
+    at_half = {"balanced_accuracy": 0.75, "sensitivity": 0.7, "specificity": 0.8}
+    assert headline(summary, at_half) == {
+        "auc": 0.85,
+        "auc_ci_low": 0.8,
+        "auc_ci_high": 0.9,
+        "inner_val_auc": 0.84,
+        "balanced_accuracy": 0.75,
+        "hgg_recall": 0.7,
+        "lgg_recall": 0.8,
+        "folds_flagged": 3,
+    }

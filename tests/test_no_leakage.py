@@ -9,9 +9,11 @@ import pytest
 import yaml
 from conftest import REPO, run_tool, tool_env
 
+from gliomil import paths
 from gliomil.brats import DEFAULT_SUFFIXES, find_subjects
 from gliomil.preprocess import PreprocessSettings, preprocess_cohort
 from gliomil.split import make_splits
+from gliomil.vocabulary import grade_of
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +33,7 @@ def _workspace(root, tiny_cohort, flip_test_labels: bool):
     if flip_test_labels:  # after splitting: the folds stay the same, only the held-out truth changes
         held_out = manifest["subject_id"].isin(splits[0].test)
         manifest.loc[held_out, "label"] = 1 - manifest.loc[held_out, "label"]
-        manifest.loc[held_out, "grade"] = manifest.loc[held_out, "label"].map({1: "HGG", 0: "LGG"})
+        manifest.loc[held_out, "grade"] = manifest.loc[held_out, "label"].map(grade_of)
         manifest.to_csv(preprocessed / "manifest.csv", index=False)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["folds"] = [0, 1, 2]
@@ -52,7 +54,8 @@ def test_scrambling_held_out_labels_changes_no_training_output_nor_the_threshold
         results.append(
             {
                 "checkpoint": (root / "models/fold_0/best.pt").read_bytes(),
-                "training_log": (root / "metrics/train/fold_0/metrics.json").read_text(),
+                "training_log": (root / paths.fold_train_metrics(0)).read_text(),
+                "history": (root / paths.fold_model(0) / "history.csv").read_text(),
                 "threshold": metrics["at_youden_inner_val"]["threshold"],
                 "held_out_auc": metrics["auc"],
             }
@@ -60,6 +63,7 @@ def test_scrambling_held_out_labels_changes_no_training_output_nor_the_threshold
     honest, scrambled = results
     assert honest["checkpoint"] == scrambled["checkpoint"]
     assert honest["training_log"] == scrambled["training_log"]
+    assert honest["history"] == scrambled["history"]
     assert honest["threshold"] == scrambled["threshold"]
     # ... while the held-out evaluation does see the flipped labels
     assert honest["held_out_auc"] == pytest.approx(1 - scrambled["held_out_auc"])

@@ -3,78 +3,32 @@
 import hashlib
 import json
 import re
-import shutil
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
-from conftest import REPO, run_tool, tool_env
+from conftest import (
+    DVC,
+    dvc,
+    make_pipeline_repo,
+    repro,
+    run_tool,
+    stages_run,
+    tiny_params,
+    tool_env,
+    write_params,
+)
 
-DVC = str(Path(sys.executable).parent / "dvc")
 pytestmark = pytest.mark.slow
-
-
-def _tiny_params() -> dict:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["synthesize"].update(n_hgg=10, n_lgg=6, shape=[32, 32, 24], workers=1)
-    params["preprocess"].update(image_size=16, workers=2)
-    params["split"]["inner_val_fraction"] = 0.5
-    params["train"].update(epochs=2, bag_size=8, plot_every=1)
-    params["train"]["model"].update(width=4, depth=2)
-    return params
-
-
-def _write_params(repo: Path, params: dict) -> None:
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-@pytest.fixture
-def pipeline_repo(tmp_path) -> Path:
-    """A git + DVC repo holding this project's pipeline, its code and tiny params."""
-    return make_pipeline_repo(tmp_path)
-
-
-def make_pipeline_repo(tmp_path: Path, params: dict | None = None) -> Path:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for name in ("dvc.yaml", "stages", "src"):
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy(source, repo / name)
-    _write_params(repo, params or _tiny_params())
-    run_tool(["git", "init", "-q"], repo)
-    run_tool(["git", "config", "user.email", "ci@example.invalid"], repo)
-    run_tool(["git", "config", "user.name", "ci"], repo)
-    run_tool([DVC, "init", "-q"], repo)
-    shutil.copytree(REPO / ".dvc/plots", repo / ".dvc/plots")  # the plot templates dvc.yaml names
-    shutil.copy(REPO / ".dvcignore", repo / ".dvcignore")
-    run_tool(["git", "add", "-A"], repo)
-    run_tool(["git", "commit", "-qm", "pipeline"], repo)
-    return repo
-
-
-def _dvc(repo: Path, *args) -> str:
-    return run_tool([DVC, *args], repo, env=tool_env(repo / "src")).stdout
-
-
-def _repro(repo: Path, *args) -> str:
-    return _dvc(repo, "repro", *args)
-
-
-def _stages_run(output: str) -> set[str]:
-    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
 
 
 FOLD_STAGES = {f"{stage}@{k}" for stage in ("train", "evaluate") for k in range(5)}
 
 
 def test_dvc_repro_runs_every_stage_then_is_up_to_date(pipeline_repo):
-    out = _repro(pipeline_repo)
-    assert _stages_run(out) == {"check_params", "synthesize", "preprocess", "split", "aggregate"} | FOLD_STAGES
+    out = repro(pipeline_repo)
+    assert stages_run(out) == {"check_params", "synthesize", "preprocess", "split", "aggregate"} | FOLD_STAGES
 
     manifest = pd.read_csv(pipeline_repo / "data/preprocessed/manifest.csv")
     assert sorted(manifest["grade"].value_counts().items()) == [("HGG", 10), ("LGG", 6)]
@@ -109,28 +63,32 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(pipeline_repo):
     assert "Attention collapse warnings appear if needed: **passed**" in report  # warnings match the logs
     assert (pipeline_repo / "reports/roc.png").stat().st_size > 0
 
-    again = _repro(pipeline_repo)
-    assert _stages_run(again) == set()
+    again = repro(pipeline_repo)
+    assert stages_run(again) == set()
     assert "Data and pipelines are up to date." in again
 
-    shown = _dvc(pipeline_repo, "metrics", "show")
+    headline = dvc(pipeline_repo, "metrics", "show")
+    assert headline.splitlines()[1].startswith("metrics/headline.json") and len(headline.splitlines()) == 2
+    assert "inner_val_auc" in headline and "lgg_recall" in headline
+    shown = dvc(pipeline_repo, "metrics", "show", "metrics")
     assert "metrics/preprocess.json" in shown and "slices_total" in shown
     assert "metrics/train/fold_4.json" in shown and "best.val_auc" in shown
 
     # The audit knob re-runs the training stages only.
     run_tool(["git", "add", "-A"], pipeline_repo)
     run_tool(["git", "commit", "-qm", "baseline run"], pipeline_repo)
-    experiment = _dvc(pipeline_repo, "exp", "run", "-n", "smoothing-0.1", "-S", "label_smoothing=0.1")
-    assert _stages_run(experiment) == {"check_params", "aggregate"} | FOLD_STAGES
-    metrics_diff = _dvc(pipeline_repo, "metrics", "diff")
+    experiment = dvc(pipeline_repo, "exp", "run", "-n", "smoothing-0.1", "-S", "label_smoothing=0.1")
+    assert stages_run(experiment) == {"check_params", "aggregate"} | FOLD_STAGES
+    metrics_diff = dvc(pipeline_repo, "metrics", "diff", "--targets", "metrics")
     # smoothed targets change every training loss (a tiny 2-epoch model may rank patients the same)
     assert all(f"metrics/train/fold_{k}.json" in metrics_diff for k in range(5))
     assert "train.loss" in metrics_diff
-    _dvc(pipeline_repo, "plots", "diff", "-o", "plots_html")
+    dvc(pipeline_repo, "plots", "diff", "-o", "plots_html")
     html = (pipeline_repo / "plots_html/index.html").read_text()
     assert "Held-out ROC" in html and "Pooled confusion at 0.5" in html and "Held-out confusion per fold" in html
-    shown = _dvc(pipeline_repo, "exp", "show", "--csv")
-    assert "smoothing-0.1" in shown and "label_smoothing" in shown and "pooled.auc" in shown
+    shown = dvc(pipeline_repo, "exp", "show", "--csv")
+    assert "smoothing-0.1" in shown and "label_smoothing" in shown and "inner_val_auc" in shown
+    assert "pooled.auc" not in shown  # the headline, not every metric: a sweep's table fits a screen
     compared = run_tool(
         [sys.executable, "-m", "gliomil.compare", "HEAD", "smoothing-0.1"],
         pipeline_repo,
@@ -149,18 +107,18 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(pipeline_repo):
     )
 
     # Another seed repeats the cross-validation on the same cohort: synthesize and preprocess are kept.
-    repeat = _dvc(pipeline_repo, "exp", "run", "-n", "seed-43", "-S", "seed=43")
-    assert _stages_run(repeat) == {"check_params", "split", "aggregate"} | FOLD_STAGES
+    repeat = dvc(pipeline_repo, "exp", "run", "-n", "seed-43", "-S", "seed=43")
+    assert stages_run(repeat) == {"check_params", "split", "aggregate"} | FOLD_STAGES
 
     # A preprocess param re-runs preprocess and what depends on it, not synthesize.
-    params = _tiny_params()
+    params = tiny_params()
     params["preprocess"]["image_size"] = 12
-    _write_params(pipeline_repo, params)
-    assert _stages_run(_repro(pipeline_repo)) == {"check_params", "preprocess", "split", "aggregate"} | FOLD_STAGES
+    write_params(pipeline_repo, params)
+    assert stages_run(repro(pipeline_repo)) == {"check_params", "preprocess", "split", "aggregate"} | FOLD_STAGES
 
 
 def test_bad_subject_fails_with_one_line_and_leaves_no_output(pipeline_repo):
-    _repro(pipeline_repo, "synthesize")
+    repro(pipeline_repo, "synthesize")
     bad = next((pipeline_repo / "data/synthetic/LGG").iterdir())
     t1ce = bad / f"{bad.name}_t1ce.nii.gz"
     t1ce.chmod(0o644)
@@ -177,9 +135,9 @@ def test_bad_subject_fails_with_one_line_and_leaves_no_output(pipeline_repo):
     assert not list((pipeline_repo / "data").glob("*.partial")) + list((pipeline_repo / "data").glob(".*.partial-*"))
 
     # on_error: skip carries on and reports the subject with its reason.
-    params = _tiny_params()
+    params = tiny_params()
     params["preprocess"]["on_error"] = "skip"
-    _write_params(pipeline_repo, params)
+    write_params(pipeline_repo, params)
     run_tool([sys.executable, "stages/preprocess.py"], pipeline_repo, env=tool_env(pipeline_repo / "src"))
     skipped = pd.read_csv(pipeline_repo / "reports/preprocess_skipped.csv")
     assert skipped["subject_id"].tolist() == [bad.name]
@@ -202,7 +160,7 @@ def _output_hashes(repo: Path) -> dict[str, str]:
 
 def _folds_in_plots(repo: Path) -> dict[str, set[str]]:
     """For every plot `dvc plots show` renders: the folds its data (or image path) covers."""
-    shown = json.loads(_dvc(repo, "plots", "show", "--json"))
+    shown = json.loads(dvc(repo, "plots", "show", "--json"))
     assert "errors" not in shown, shown["errors"]
     folds = {}
     for name, renders in shown["data"].items():
@@ -224,13 +182,13 @@ BAD_PARAMS = [  # (change to the tiny params, what the one error line must say)
 
 
 def test_three_folds_everywhere_and_bad_params_stop_before_any_stage(tmp_path):
-    params = _tiny_params()
+    params = tiny_params()
     params["folds"] = [0, 1, 2]
     repo = make_pipeline_repo(tmp_path, params)
     three = {f"{stage}@{k}" for stage in ("train", "evaluate") for k in range(3)}
-    assert _stages_run(_repro(repo)) == {"check_params", "synthesize", "preprocess", "split", "aggregate"} | three
+    assert stages_run(repro(repo)) == {"check_params", "synthesize", "preprocess", "split", "aggregate"} | three
 
-    shown = _dvc(repo, "metrics", "show")
+    shown = dvc(repo, "metrics", "show", "metrics")
     for kind in ("train", "eval"):
         assert set(re.findall(rf"metrics/{kind}/fold_(\d+)\.json", shown)) == {"0", "1", "2"}
     folds = _folds_in_plots(repo)
@@ -245,15 +203,15 @@ def test_three_folds_everywhere_and_bad_params_stop_before_any_stage(tmp_path):
 
     before = _output_hashes(repo)
     for change, message in BAD_PARAMS:
-        bad = _tiny_params()
+        bad = tiny_params()
         bad["folds"] = [0, 1, 2]
         change(bad)
-        _write_params(repo, bad)
+        write_params(repo, bad)
         result = run_tool([DVC, "repro"], repo, env=tool_env(repo / "src"), check=False)
         assert result.returncode != 0
         errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error: ")]
         assert errors == [f"error: params.yaml: {message}"], result.stdout + result.stderr
-        assert _stages_run(result.stdout) == {"check_params"}
+        assert stages_run(result.stdout) == {"check_params"}
         assert _output_hashes(repo) == before, message
-    _write_params(repo, params)
-    assert "Data and pipelines are up to date." in _repro(repo)
+    write_params(repo, params)
+    assert "Data and pipelines are up to date." in repro(repo)

@@ -67,6 +67,22 @@ def mean_and_std(fold_metrics: list[dict]) -> dict[str, dict[str, float]]:
     return summary
 
 
+def headline(summary: dict, pooled_at_half: dict) -> dict[str, float]:
+    """The few numbers a sweep is read by (``dvc exp show``): pooled held-out AUC with its interval, pooled
+    inner-validation AUC, pooled balanced accuracy and per-grade recall at 0.5, folds flagged at 0.5."""
+    pooled, statuses = summary["pooled"], summary["status_at_0.5"]
+    return {
+        "auc": pooled["auc"],
+        "auc_ci_low": pooled["ci_low"],
+        "auc_ci_high": pooled["ci_high"],
+        "inner_val_auc": summary["pooled_inner_val"]["auc"],
+        "balanced_accuracy": pooled_at_half["balanced_accuracy"],
+        "hgg_recall": pooled_at_half["sensitivity"],
+        "lgg_recall": pooled_at_half["specificity"],
+        "folds_flagged": statuses["Critical"] + statuses["Needs improvement"],
+    }
+
+
 def seed_table(fold_metrics: list[dict], statuses: list[str], threshold_key: str = "at_0.5") -> pd.DataFrame:
     """The audit's per-fold table: Fold, AUC, F1, Acc, Class balance ("k/n HGG" predicted HGG), Status."""
     return pd.DataFrame(

@@ -9,6 +9,7 @@ PREPROCESSED = Path("data/preprocessed")
 SPLITS = Path("data/splits")
 PARAMS_CHECKED = Path("data/params_checked.txt")
 CV_SUMMARY = Path("metrics/cv_summary.json")
+HEADLINE = Path("metrics/headline.json")
 CV_PLOTS = Path("plots/cv")
 
 

@@ -82,7 +82,6 @@ class FoldResult:
     history: list[dict]  # one dict of logged values per epoch
     collapse_epochs: dict  # {"uniform": n, "one-hot": n} over training and validation bags
     class_weights: tuple[float, float] | None
-    precision: str
     seconds: float
     diagnostics_seconds: float
 
@@ -317,7 +316,6 @@ def train_fold(
         history,
         collapse_epochs,
         class_weights,
-        precision_name(dtype),
         time.perf_counter() - started,
         diagnostics_seconds,
     )
