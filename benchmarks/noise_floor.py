@@ -6,7 +6,8 @@
 Run from the repository root (or any folder with params.yaml, the preprocessed data and the splits).
 Every measurement runs in a fresh child process, so environment variables that are read once at
 library load (OMP_NUM_THREADS, ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS,
-MKL_CBWR, NPY_DISABLE_CPU_FEATURES, OPENBLAS_CORETYPE) take effect. One child runs at a time. Sections:
+NPY_DISABLE_CPU_FEATURES, OPENBLAS_CORETYPE) take effect; "default" means the inherited environment,
+printed in the header. One child runs at a time. Sections:
 
 - train: one fold trained with ``--epochs`` epochs (patience off) under several settings: repeats,
   1 vs 2 torch threads, bfloat16 autocast vs float32, kernel caps, deterministic algorithms. Each run
@@ -18,8 +19,8 @@ MKL_CBWR, NPY_DISABLE_CPU_FEATURES, OPENBLAS_CORETYPE) take effect. One child ru
 - synth: five synthetic subjects written under numpy / OpenBLAS dispatch caps: are the .nii.gz bytes
   and the decoded voxels the same? Plus single numpy functions under the same caps, and zlib.
 - cohort: the default cohort (params.yaml's synthesize section, one worker) and its preprocessing with
-  the OpenBLAS kernels picked at load, with OPENBLAS_CORETYPE=Haswell and with =SkylakeX, hashed as DVC
-  hashes a folder, against the hashes that two hosts recorded in dvc.lock.
+  the inherited environment and with OPENBLAS_CORETYPE removed (OpenBLAS then picks kernels from CPUID),
+  hashed as DVC hashes a folder, against the hashes that two hosts recorded in dvc.lock.
 
 Prints Markdown tables. The train section (12 runs of 2 epochs) takes about 12 minutes on 2 busy cores, the
 others about 5 together. Bit-identity is settled by the first steps; more epochs only widen the differences.
@@ -40,17 +41,17 @@ import time
 import zlib
 from pathlib import Path
 
-# The variables this script sets per child: cleared from every child's environment first.
+# Variables read once at library load that decide threads and kernels: shown in the header as inherited.
 KNOBS = (
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
     "ONEDNN_MAX_CPU_ISA",
-    "DNNL_MAX_CPU_ISA",
     "ATEN_CPU_CAPABILITY",
     "MKL_ENABLE_INSTRUCTIONS",
     "MKL_CBWR",
     "NPY_DISABLE_CPU_FEATURES",
     "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",
 )
 
 # DVC folder hashes (md5 of the sorted file list) and sizes recorded in dvc.lock for the default params
@@ -78,17 +79,23 @@ def sha(data: bytes, n: int = 12) -> str:
 def dvc_dir_hash(folder: Path) -> tuple[str, int, int]:
     """(md5, total size, number of files) of a folder, computed as DVC computes an output folder's hash."""
     entries, size = [], 0
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in (p for p in folder.rglob("*") if p.is_file()):
         data = path.read_bytes()
         size += len(data)
         entries.append({"md5": hashlib.md5(data).hexdigest(), "relpath": path.relative_to(folder).as_posix()})
+    entries.sort(key=lambda entry: entry["relpath"])  # as strings: "slices.csv" before "slices/..."
     return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest(), size, len(entries)
 
 
 def run_child(kind: str, spec: dict, env: dict | None = None, cwd: str | None = None) -> dict:
-    """Run this script as ``--child kind`` in a fresh process with ``env`` added to a cleaned environment."""
-    child_env = {k: v for k, v in os.environ.items() if k not in KNOBS}
-    child_env.update(env or {})
+    """Run this script as ``--child kind`` in a fresh process: the inherited environment with ``env`` applied
+    (a value of None removes the variable)."""
+    child_env = dict(os.environ)
+    for key, value in (env or {}).items():
+        if value is None:
+            child_env.pop(key, None)
+        else:
+            child_env[key] = value
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         result_path = f.name
     spec = {**spec, "result": result_path}
@@ -108,7 +115,7 @@ def table(header: list[str], rows: list[list]) -> str:
 
 
 def env_text(env: dict) -> str:
-    return " ".join(f"{k}={v}" for k, v in env.items()) or "-"
+    return " ".join(f"{k}={v}" if v is not None else f"unset {k}" for k, v in env.items()) or "-"
 
 
 def numpy_caps() -> dict[str, str]:
@@ -315,6 +322,7 @@ def section_train(args, workdir: Path) -> None:
         ("bf16 #3", True, 2, False, {}),
         ("bf16, 1 thread", True, 1, False, {}),
         ("bf16, oneDNN without BF16 ISA", True, 2, False, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}),
+        ("bf16, OpenBLAS auto-detected", True, 2, False, {"OPENBLAS_CORETYPE": None}),
         ("bf16, deterministic", True, 2, True, {}),
         ("float32 #1 (reference)", False, 2, False, {}),
         ("float32 #2", False, 2, False, {}),
@@ -324,8 +332,8 @@ def section_train(args, workdir: Path) -> None:
         ("float32, deterministic", False, 2, True, {}),
     ]
     if args.runs:
-        wanted = set(args.runs.split(","))
-        runs = [r for r in runs if r[0].split(" ")[0].rstrip(",") in wanted or r[0] in wanted]
+        wanted = set(args.runs.split(";"))
+        runs = [r for r in runs if r[0] in wanted]
     results, references = [], {}
     for label, amp, threads, deterministic, env in runs:
         run_dir = workdir / f"train_{len(results)}"
@@ -406,6 +414,7 @@ def section_synth(args, workdir: Path) -> None:
     caps = numpy_caps()
     variants = {
         "default": {},
+        "OpenBLAS auto-detected": {"OPENBLAS_CORETYPE": None},
         "numpy AVX512 off": {"NPY_DISABLE_CPU_FEATURES": caps["AVX512 off"]},
         "numpy AVX512+AVX2 off": {"NPY_DISABLE_CPU_FEATURES": caps["AVX512+AVX2 off"]},
         "OpenBLAS Haswell": {"OPENBLAS_CORETYPE": "Haswell"},
@@ -462,8 +471,7 @@ def section_synth(args, workdir: Path) -> None:
 
 
 def section_cohort(args, workdir: Path) -> None:
-    variants = {"-": {}, "OPENBLAS_CORETYPE=Haswell": {"OPENBLAS_CORETYPE": "Haswell"}}
-    variants["OPENBLAS_CORETYPE=SkylakeX"] = {"OPENBLAS_CORETYPE": "SkylakeX"}
+    variants = {"inherited": {}, "auto-detected": {"OPENBLAS_CORETYPE": None}}
     rows = []
     for name, env in variants.items():
         cwd = workdir / f"cohort_{len(rows)}"
@@ -480,7 +488,7 @@ def section_cohort(args, workdir: Path) -> None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sections", default="train,speed,synth,cohort")
-    parser.add_argument("--runs", default="", help="train: only these runs (labels, or their first word: bf16,float32)")
+    parser.add_argument("--runs", default="", help="train: only these runs, labels separated by ';'")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--params", default="params.yaml")
@@ -509,7 +517,7 @@ def main():
     print(
         f"## Noise floor: torch {torch.__version__} ({torch.get_num_threads()} threads by default, ATen "
         f"{torch.backends.cpu.get_cpu_capability()}), numpy {np.__version__}, {os.cpu_count()} CPUs: {cpu} "
-        f"(family {family})"
+        f"(family {family}); inherited: {env_text({k: os.environ[k] for k in KNOBS if k in os.environ})}"
     )
     sections = args.sections.split(",")
     for name in sections:

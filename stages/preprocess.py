@@ -1,5 +1,9 @@
 """Stage preprocess: BraTS-style tree at data.root -> data/preprocessed/ (slices, manifest, slice table)."""
 
+import gliomil.blas  # noqa: F401  (first: pins OpenBLAS kernels before numpy loads)
+
+# isort: split
+
 import pandas as pd
 
 from gliomil import params as P

@@ -1,5 +1,9 @@
 """Stage synthesize: write the built-in synthetic BraTS-style cohort to data/synthetic/."""
 
+import gliomil.blas  # noqa: F401  (first: pins OpenBLAS kernels before numpy loads)
+
+# isort: split
+
 from gliomil import params as P
 from gliomil import paths
 from gliomil.stage import run_stage

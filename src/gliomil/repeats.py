@@ -844,8 +844,9 @@ def _commit(rev: str) -> tuple[str, str]:
     return sha, datetime.fromtimestamp(seconds, tz=UTC).isoformat()
 
 
-def list_runs() -> tuple[list[Run], list[str]]:
-    """The baseline commit's run and the finished experiments derived from it, with their params (no metrics).
+def list_runs(rev: str | None = None) -> tuple[list[Run], list[str]]:
+    """The baseline commit's run (``rev``, default HEAD) and the finished experiments derived from it, with their
+    params (no metrics).
 
     Rows of ``dvc.api.exp_show()`` (DVC 3.x): ``typ`` is "baseline" for the ``workspace`` row (skipped) and the
     commit row (``rev`` its branch name or short sha), "branch_commit" / "branch_base" for experiments
@@ -857,7 +858,7 @@ def list_runs() -> tuple[list[Run], list[str]]:
     import dvc.api
 
     try:
-        rows = dvc.api.exp_show()
+        rows = dvc.api.exp_show(revs=rev)
     except Exception as exc:  # DVC raises many types outside a repository or on a broken one
         raise GliomilError(f"cannot list the experiments (dvc.api.exp_show): {type(exc).__name__}: {exc}") from None
     runs, skipped, notes = [], {}, []
@@ -922,6 +923,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--report", type=Path, default=DEFAULT_REPORT, help=f"Markdown report (default {DEFAULT_REPORT})"
     )
+    parser.add_argument("--rev", help="the commit whose experiments to compare (default HEAD)")
     parser.add_argument("--alpha", type=float, default=ALPHA, help="family-wise error rate for Holm (default 0.05)")
     parser.add_argument("--level", type=float, default=LEVEL, help="confidence level of the intervals (default 0.95)")
     args = parser.parse_args(argv)
@@ -929,7 +931,7 @@ def main(argv: list[str] | None = None) -> None:
         raise GliomilError("--alpha and --level must lie in (0, 1)")
     before = None if args.before is None else parse_spec(args.before)
     after = None if args.after is None else parse_spec(args.after)
-    runs, notes = list_runs()
+    runs, notes = list_runs(args.rev)
     selection = replace(choose_runs(runs, before, after), notes=notes)
     loaded = {}
     pairs = []

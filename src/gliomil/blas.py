@@ -1,0 +1,17 @@
+"""Pin OpenBLAS's kernels for the stages that write data, so one params file gives one cohort on every x86 host.
+
+The float32 matrix products of the phantom generator (``smooth_field``) and of the slice resampler
+(``resample``) round differently under OpenBLAS's Haswell (AVX2) and SkylakeX (AVX-512) kernels. Measured
+(``benchmarks/noise_floor.py``): on one AMD EPYC host, auto-detected kernels reproduced another host's
+``data/synthetic`` and ``data/preprocessed`` hashes and the Haswell kernels this host's, and every fold's
+checkpoint differed downstream. Haswell kernels run on every x86-64 CPU with AVX2 and cost nothing here
+(the full cohort took 41.7 s either way). Import this module before anything imports numpy.
+"""
+
+import os
+import platform
+
+KERNELS = "Haswell"
+
+if platform.machine().lower() in ("x86_64", "amd64"):
+    os.environ["OPENBLAS_CORETYPE"] = KERNELS
