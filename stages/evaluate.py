@@ -19,6 +19,7 @@ from gliomil.inference import (
     load_checkpoint,
     patient_predictions,
     score_bags,
+    set_threads,
     whole_bag_summary,
 )
 from gliomil.metrics import curve_tables, fold_metrics, youden_threshold
@@ -30,6 +31,7 @@ def main():
     params = P.load_params()
     fold = fold_argument(sys.argv[1:], P.value(params, "folds"), "evaluate.py")
     chunk, top_k = P.value(params, "train.eval_chunk"), P.value(params, "train.diagnostics.top_k")
+    set_threads(P.value(params, "train.threads"))
 
     device = default_device()
     dtype = autocast_dtype(device, P.value(params, "train.amp"))

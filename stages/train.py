@@ -12,6 +12,7 @@ from gliomil import params as P
 from gliomil import paths
 from gliomil.data import BagSet
 from gliomil.files import write_json, write_text
+from gliomil.inference import set_threads
 from gliomil.reporting import EpochReporter
 from gliomil.split import FoldSplit
 from gliomil.stage import fold_argument, run_stage
@@ -26,6 +27,7 @@ def main():
     fold = fold_argument(sys.argv[1:], P.value(params, "folds"), "train.py")
     train = P.section(params, "train")
     config = TrainConfig.from_settings({key: P.value(params, key) for key in TOP_LEVEL}, train)
+    print(f"fold {fold}: {set_threads(train['threads'])} torch threads")
 
     split = FoldSplit.read(paths.fold_split(fold))
     train_set = BagSet.load(paths.PREPROCESSED, split.train)

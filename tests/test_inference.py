@@ -88,3 +88,16 @@ def test_patient_predictions_one_row_per_patient():
     assert table["predicted_at_youden"].tolist() == [1, 0, 0]
     assert table["critical_slice"].tolist() == [1, 0, 2]
     assert table["most_attended_slices"].tolist() == ["1 2", "0", "2 0"]  # ties: the earlier slice first
+
+
+def test_set_threads_pins_torch_and_zero_keeps_the_count():
+    import torch
+
+    from gliomil.inference import set_threads
+
+    before = torch.get_num_threads()
+    try:
+        assert set_threads(2) == 2 == torch.get_num_threads()
+        assert set_threads(0) == 2
+    finally:
+        torch.set_num_threads(before)

@@ -25,6 +25,17 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def set_threads(threads: int) -> int:
+    """Pin torch's CPU threads (0 keeps torch's default, one per physical core); returns the number in use.
+
+    The thread count changes how sums are split, so 1 and 2 threads give different checkpoints (measured by
+    benchmarks/noise_floor.py): it belongs to what a reproducible run fixes.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
 def _cpu_has_native_bf16() -> bool:
     try:
         flags = Path("/proc/cpuinfo").read_text()

@@ -137,6 +137,7 @@ SPEC: dict[str, Rule] = {
     "train.patience": integer(low=1),
     "train.select_metric": choice(("loss", "auc")),
     "train.amp": boolean(),
+    "train.threads": integer(low=0),
     "train.plot_every": integer(low=0),
     "train.eval_chunk": integer(low=1),
     "train.model.width": integer(1, 512),

@@ -68,6 +68,7 @@ class TrainConfig:
         ``train`` the ``train`` section with its ``model`` and ``diagnostics`` sub-sections."""
         train = dict(train)
         train.pop("plot_every", None)  # drawing figures is the reporter's business, not training's
+        train.pop("threads", None)  # set for the whole process by the stage (gliomil.inference.set_threads)
         diagnostics = dict(train.pop("diagnostics"))
         model = ModelConfig(**train.pop("model"))
         return cls(
