@@ -7,6 +7,10 @@ and plots/cv/ (every fold's curves and predictions in long tables with a `fold` 
 plots read whatever the folds are).
 """
 
+import _src  # noqa: F401  (first: gliomil from this checkout, see stages/_src.py)
+
+# isort: split
+
 import json
 from pathlib import Path
 

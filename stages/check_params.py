@@ -4,6 +4,10 @@ Every stage depends on data/params_checked.txt, whose content never changes: a v
 costs nothing here, and an unknown key or a bad value stops `dvc repro` with one line naming the key.
 """
 
+import _src  # noqa: F401  (first: gliomil from this checkout, see stages/_src.py)
+
+# isort: split
+
 from pathlib import Path
 
 from gliomil import params as P

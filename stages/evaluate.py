@@ -7,6 +7,10 @@ patients, ROC, precision-recall, calibration data).
 Usage: python stages/evaluate.py <fold>
 """
 
+import _src  # noqa: F401  (first: gliomil from this checkout, see stages/_src.py)
+
+# isort: split
+
 import sys
 
 from gliomil import params as P

@@ -1,5 +1,9 @@
 """Stage preprocess: BraTS-style tree at data.root -> data/preprocessed/ (slices, manifest, slice table)."""
 
+import _src  # noqa: F401  (first: gliomil from this checkout, see stages/_src.py)
+
+# isort: split
+
 import gliomil.blas  # noqa: F401  (first: pins OpenBLAS kernels before numpy loads)
 
 # isort: split

@@ -1,5 +1,9 @@
 """Stage split: patient-level stratified folds with an inner validation set -> data/splits/fold_<k>.json."""
 
+import _src  # noqa: F401  (first: gliomil from this checkout, see stages/_src.py)
+
+# isort: split
+
 from gliomil import params as P
 from gliomil import paths
 from gliomil.files import atomic_directory, write_json, write_text

@@ -1,5 +1,9 @@
 """Stage synthesize: write the built-in synthetic BraTS-style cohort to data/synthetic/."""
 
+import _src  # noqa: F401  (first: gliomil from this checkout, see stages/_src.py)
+
+# isort: split
+
 import gliomil.blas  # noqa: F401  (first: pins OpenBLAS kernels before numpy loads)
 
 # isort: split

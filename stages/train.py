@@ -3,6 +3,10 @@
 Usage: python stages/train.py <fold>
 """
 
+import _src  # noqa: F401  (first: gliomil from this checkout, see stages/_src.py)
+
+# isort: split
+
 import sys
 
 import pandas as pd

@@ -136,3 +136,26 @@ def test_import_closure_follows_imports_inside_the_package(tmp_path):
         "src/gliomil/__init__.py",
     } <= closure
     assert "src/gliomil/train.py" not in closure
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_every_stage_imports_its_own_checkouts_code_first(name):
+    stage = _stage(name)
+    first = next(n for n in ast.parse(_script(stage).read_text()).body if isinstance(n, (ast.Import, ast.ImportFrom)))
+    assert isinstance(first, ast.Import) and first.names[0].name == "_src", f"{name}: first import is not _src"
+    assert "stages/_src.py" in _paths(stage["deps"])
+
+
+def test_src_bootstrap_beats_the_installed_package(tmp_path):
+    """A copy of the repository (as `dvc queue start` makes) imports its own gliomil, not the installed one."""
+    import subprocess
+    import sys
+
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "src/gliomil").mkdir(parents=True)
+    (tmp_path / "stages/_src.py").write_text((REPO / "stages/_src.py").read_text())
+    (tmp_path / "stages/probe.py").write_text("import _src\nimport gliomil\nprint(gliomil.__file__)\n")
+    (tmp_path / "src/gliomil/__init__.py").write_text("")
+    probe = [sys.executable, "stages/probe.py"]
+    shown = subprocess.run(probe, cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert shown.stdout.strip() == str(tmp_path / "src/gliomil/__init__.py")

@@ -844,9 +844,9 @@ def _commit(rev: str) -> tuple[str, str]:
     return sha, datetime.fromtimestamp(seconds, tz=UTC).isoformat()
 
 
-def list_runs(rev: str | None = None) -> tuple[list[Run], list[str]]:
-    """The baseline commit's run (``rev``, default HEAD) and the finished experiments derived from it, with their
-    params (no metrics).
+def list_runs(rev: str | list[str] | None = None) -> tuple[list[Run], list[str]]:
+    """The baseline commits' runs (``rev``: one or several, default HEAD) and the finished experiments derived
+    from them, with their params (no metrics).
 
     Rows of ``dvc.api.exp_show()`` (DVC 3.x): ``typ`` is "baseline" for the ``workspace`` row (skipped) and the
     commit row (``rev`` its branch name or short sha), "branch_commit" / "branch_base" for experiments
@@ -923,7 +923,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--report", type=Path, default=DEFAULT_REPORT, help=f"Markdown report (default {DEFAULT_REPORT})"
     )
-    parser.add_argument("--rev", help="the commit whose experiments to compare (default HEAD)")
+    parser.add_argument(
+        "--rev", action="append", help="a commit whose experiments to include (repeat for several; default HEAD)"
+    )
     parser.add_argument("--alpha", type=float, default=ALPHA, help="family-wise error rate for Holm (default 0.05)")
     parser.add_argument("--level", type=float, default=LEVEL, help="confidence level of the intervals (default 0.95)")
     args = parser.parse_args(argv)
