@@ -258,3 +258,11 @@ def test_command_line(runs, tmp_path, monkeypatch, capsys):
     assert (tmp_path / "reports/audit_effect.md").is_file() and (tmp_path / "reports/audit_effect.png").is_file()
     with pytest.raises(GliomilError, match="matches no finished run"):
         repeats.main(["--before", "label_smoothing=0.5"])
+
+
+def test_without_drops_nested_keys_and_leaves_the_input_alone():
+    from gliomil.repeats import without
+
+    params = {"seed": 1, "train": {"threads": 0, "epochs": 2}}
+    assert without(params, ["train.threads", "no.such"]) == {"seed": 1, "train": {"epochs": 2}}
+    assert params["train"]["threads"] == 0

@@ -51,6 +51,7 @@ The pure functions (:func:`choose_runs`, :func:`analyse`, :func:`render_markdown
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import json
 import math
@@ -330,6 +331,19 @@ def flatten(params: dict, prefix: str = "") -> dict:
         else:
             flat[name] = value
     return flat
+
+
+def without(params: dict, keys: list[str]) -> dict:
+    """``params`` (nested) less the dotted ``keys``: params left out of the configurations."""
+    params = copy.deepcopy(params)
+    for key in keys:
+        *parents, leaf = key.split(".")
+        node = params
+        for part in parents:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return params
 
 
 def configuration(params: dict) -> str:
@@ -926,6 +940,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--rev", action="append", help="a commit whose experiments to include (repeat for several; default HEAD)"
     )
+    parser.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="PARAM",
+        help="a param left out of the configurations, e.g. one added between the runs that changes no result",
+    )
     parser.add_argument("--alpha", type=float, default=ALPHA, help="family-wise error rate for Holm (default 0.05)")
     parser.add_argument("--level", type=float, default=LEVEL, help="confidence level of the intervals (default 0.95)")
     args = parser.parse_args(argv)
@@ -933,7 +954,12 @@ def main(argv: list[str] | None = None) -> None:
         raise GliomilError("--alpha and --level must lie in (0, 1)")
     before = None if args.before is None else parse_spec(args.before)
     after = None if args.after is None else parse_spec(args.after)
+    if SEED in args.ignore:
+        raise GliomilError("--ignore seed: the seed is what pairs the runs")
     runs, notes = list_runs(args.rev)
+    if args.ignore:
+        runs = [replace(run, params=without(run.params, args.ignore)) for run in runs]
+        notes = [*notes, "left out of the configurations (--ignore): " + ", ".join(args.ignore)]
     selection = replace(choose_runs(runs, before, after), notes=notes)
     loaded = {}
     pairs = []
