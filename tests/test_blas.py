@@ -22,3 +22,9 @@ def test_importing_gliomil_blas_first_pins_the_haswell_kernels(inherited):
         env["OPENBLAS_CORETYPE"] = inherited
     shown = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
     assert shown.stdout.strip() == "Haswell"
+
+
+def test_importing_gliomil_blas_after_numpy_is_an_error():
+    late = "import numpy\nimport gliomil.blas\n"
+    result = subprocess.run([sys.executable, "-c", late], capture_output=True, text=True)
+    assert result.returncode != 0 and "import gliomil.blas before numpy" in result.stderr

@@ -5,13 +5,29 @@ The float32 matrix products of the phantom generator (``smooth_field``) and of t
 (``benchmarks/noise_floor.py``): on one AMD EPYC host, auto-detected kernels reproduced another host's
 ``data/synthetic`` and ``data/preprocessed`` hashes and the Haswell kernels this host's, and every fold's
 checkpoint differed downstream. Haswell kernels run on every x86-64 CPU with AVX2 and cost nothing here
-(the full cohort took 41.7 s either way). Import this module before anything imports numpy.
+(the full cohort took 41.7 s either way). Import this module before anything imports numpy; x86 CPUs
+without AVX2 (and hosts without /proc/cpuinfo) keep OpenBLAS's own choice.
 """
 
 import os
 import platform
+import sys
+from pathlib import Path
 
 KERNELS = "Haswell"
 
-if platform.machine().lower() in ("x86_64", "amd64"):
+if "numpy" in sys.modules:
+    # OpenBLAS reads the variable once, when numpy loads it: too late now, and silently so.
+    raise ImportError("import gliomil.blas before numpy: OpenBLAS picks its kernels when numpy is first imported")
+
+
+def _cpu_has_avx2() -> bool:
+    try:
+        return " avx2" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+# Haswell kernels on a CPU without AVX2 would stop the process with an illegal instruction.
+if platform.machine().lower() in ("x86_64", "amd64") and _cpu_has_avx2():
     os.environ["OPENBLAS_CORETYPE"] = KERNELS
