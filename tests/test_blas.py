@@ -4,6 +4,7 @@ import os
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +15,15 @@ PROBE = (
 )
 
 
-@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="OpenBLAS core names are x86")
+def _x86_with_avx2() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return platform.machine().lower() in ("x86_64", "amd64") and " avx2" in flags
+
+
+@pytest.mark.skipif(not _x86_with_avx2(), reason="gliomil.blas pins kernels only on x86 CPUs with AVX2")
 @pytest.mark.parametrize("inherited", [None, "SkylakeX"])
 def test_importing_gliomil_blas_first_pins_the_haswell_kernels(inherited):
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENBLAS_")}
