@@ -1,11 +1,13 @@
 """Shared fixtures: a tiny synthetic cohort written once per test session."""
 
+import csv
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -50,6 +52,20 @@ def run_tool(args, cwd, env=None, check=True) -> subprocess.CompletedProcess:
     if check and result.returncode != 0:
         raise AssertionError(f"{args} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result
+
+
+# shared/ sits beside the repository root, both in the working copy and on CI's clone.
+ASAH = REPO.parent / "shared" / "reference-data" / "asah.csv"
+
+
+@pytest.fixture(scope="session")
+def asah():
+    """pROC's aSAH data: labels (1 = outcome Poor) and the three markers, higher = more likely Poor."""
+    with ASAH.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    labels = np.array([r["outcome"] == "Poor" for r in rows], dtype=int)
+    markers = {k: np.array([float(r[k]) for r in rows]) for k in ("wfns", "s100b", "ndka")}
+    return labels, markers
 
 
 # -- a real DVC pipeline in a temporary git repository (end-to-end tests) -----------------------------------

@@ -28,7 +28,6 @@ from gliomil.stats import balanced_accuracy, delong_auc_ci, holm
 
 REPO = Path(__file__).resolve().parents[1]
 # shared/ sits beside the repository root, both in the working copy and on CI's clone.
-ASAH = REPO.parent / "shared" / "reference-data" / "asah.csv"
 DVC = str(Path(sys.executable).parent / "dvc")
 
 # pROC's roc.test(wfns, s100b, method = "delong") on aSAH: wfns is `after`, s100b `before`.
@@ -53,11 +52,10 @@ def _run(labels, scores, youden_threshold, fold=0, subject_ids=None) -> pd.DataF
 
 
 @pytest.fixture(scope="module")
-def asah_runs():
+def asah_runs(asah):
     """before = s100b, after = wfns on pROC's aSAH data (label 1 = outcome Poor)."""
-    table = pd.read_csv(ASAH)
-    labels = (table["outcome"] == "Poor").to_numpy(int)
-    return _run(labels, table["s100b"], 0.2), _run(labels, table["wfns"], 3)
+    labels, markers = asah
+    return _run(labels, markers["s100b"], 0.2), _run(labels, markers["wfns"], 3)
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,7 @@
 """Paired comparison statistics against published pROC answers and hand-computed examples."""
 
-import csv
 import math
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,21 +24,6 @@ from gliomil.stats import (
     stratified_bootstrap_indices,
     verdict,
 )
-
-REPO = Path(__file__).resolve().parents[1]
-# shared/ sits beside the repository root, both in the working copy and on CI's clone.
-ASAH = REPO.parent / "shared" / "reference-data" / "asah.csv"
-
-
-@pytest.fixture(scope="module")
-def asah():
-    """pROC's aSAH data: labels (1 = outcome Poor) and the three markers, higher = more likely Poor."""
-    with ASAH.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    labels = np.array([r["outcome"] == "Poor" for r in rows], dtype=int)
-    markers = {k: np.array([float(r[k]) for r in rows]) for k in ("wfns", "s100b", "ndka")}
-    return labels, markers
-
 
 # ---------------------------------------------------------------------------------------------- DeLong
 

@@ -60,6 +60,7 @@ from .stats import (
     delong_test,
     holm,
     mcnemar_exact,
+    p_text,
     paired_bootstrap_ci,
     sensitivity,
     specificity,
@@ -314,9 +315,8 @@ def paired_comparison(
     verdicts = [verdict(delong, p_adjusted=adjusted[PRIMARY], alpha=alpha)]
     verdicts += [verdict(m, endpoint=name, p_adjusted=adjusted[name], alpha=alpha) for name, m in mcnemar.items()]
     verdicts += [
-        # stats.verdict writes "(d<endpoint> +0.012 [...])"; the endpoint already opens the line.
         # Secondary and unadjusted: two runs of the same params on two hosts gave one "improved" line among these.
-        verdict(bootstrap[name], endpoint=name, higher_is_better=higher).replace(f"(d{name} ", "(difference ")
+        verdict(bootstrap[name], endpoint=name, higher_is_better=higher, difference_label="difference")
         + "; secondary, not adjusted for multiplicity"
         for name, (_, _, higher) in _bootstrap_statistics().items()
     ]
@@ -386,19 +386,9 @@ def proportion_test(right_before: int, n_before: int, right_after: int, n_after:
     )
 
 
-def _p_words(test: str, p: float, p_adjusted: float) -> str:
-    """'Fisher p = 0.04, Holm-adjusted 0.12', with stats.verdict's rounding."""
-
-    def short(value: float) -> str:
-        return "< 0.001" if value < 0.001 else f"{value:.2g}"
-
-    p_part = "p < 0.001" if p < 0.001 else f"p = {short(p)}"
-    return f"{test} {p_part}, Holm-adjusted {short(p_adjusted)}"
-
-
 def _proportion_verdict(name: str, test: ProportionTest, p_adjusted: float, alpha: float) -> str:
     counts = f"{test.right_before}/{test.n_before} -> {test.right_after}/{test.n_after}"
-    words = _p_words("Fisher", test.fisher_p, p_adjusted)
+    words = p_text("Fisher", test.fisher_p, p_adjusted)
     if p_adjusted < alpha:
         direction = "improved" if test.difference > 0 else "worsened"
         return f"{name} {direction} {counts} ({words})"

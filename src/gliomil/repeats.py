@@ -635,10 +635,10 @@ def analyse(selection: Selection, alpha: float = ALPHA, level: float = LEVEL) ->
     final, verdicts = [], []
     for r in results:
         if r.tested:
-            words = verdict(r.test, endpoint=r.name, p_adjusted=holm_by_name[r.name], alpha=alpha)
-            # stats.verdict writes "(mean d<endpoint> ..."; the endpoint already opens the line.
             short = "dAUC" if r.name.endswith("AUC") else "difference"
-            words = words.replace(f"(mean d{r.name} ", f"(mean {short} ")
+            words = verdict(
+                r.test, endpoint=r.name, p_adjusted=holm_by_name[r.name], alpha=alpha, difference_label=short
+            )
             words += f"; {_agreement(r.signs, r.mean_delta)}"
             if r.primary:
                 words = f"Primary endpoint: {words}"

@@ -452,7 +452,7 @@ def _format_p(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.2g}"
 
 
-def _p_text(test: str, p: float, p_adjusted: float | None) -> str:
+def p_text(test: str, p: float, p_adjusted: float | None) -> str:
     """'McNemar p = 0.04, Holm-adjusted 0.12'; an empty test name gives 'p = 0.04'."""
     p_part = "p < 0.001" if p < 0.001 else f"p = {_format_p(p)}"
     text = f"{test} {p_part}".strip()
@@ -471,21 +471,23 @@ def verdict(
     p_adjusted: float | None = None,
     alpha: float = 0.05,
     higher_is_better: bool = True,
+    difference_label: str | None = None,
 ) -> str:
     """Plain-words summary of a before -> after comparison.
 
-    result: a DeLongResult, McNemarResult, CorrectedTTestResult or BootstrapResult. endpoint names the quantity
-    ("LGG recall"); defaults: "AUC" (DeLong, whose null reads "no evidence of a difference in ranking"),
-    "accuracy" (McNemar), "score" (others). The decision uses ``p_adjusted`` (Holm, over the family of endpoints)
-    when given, else the raw p: "improved"/"worsened" only when it is < alpha, otherwise "no evidence of a
-    difference in ...". A BootstrapResult has no p-value: it is decided by whether its interval excludes 0 (no
-    multiplicity adjustment). higher_is_better=False for losses such as the Brier score.
+        result: a DeLongResult, McNemarResult, CorrectedTTestResult or BootstrapResult. endpoint names the quantity
+        ("LGG recall"); defaults: "AUC" (DeLong, whose null reads "no evidence of a difference in ranking"),
+        "accuracy" (McNemar), "score" (others). The decision uses ``p_adjusted`` (Holm, over the family of endpoints)
+        when given, else the raw p: "improved"/"worsened" only when it is < alpha, otherwise "no evidence of a
+        difference in ...". A BootstrapResult has no p-value: it is decided by whether its interval excludes 0 (no
+        multiplicity adjustment). higher_is_better=False for losses such as the Brier score. difference_label names
+    the difference in the parentheses (default "d<endpoint>", e.g. "dAUC").
     """
     if isinstance(result, DeLongResult):
         name = endpoint or "AUC"
         detail = (
-            f"d{name} {result.difference:+.3f} [{result.ci_low:.3f}, {result.ci_high:.3f}], "
-            f"{_p_text('', result.p, p_adjusted)}"
+            f"{difference_label or 'd' + name} {result.difference:+.3f} [{result.ci_low:.3f}, {result.ci_high:.3f}], "
+            f"{p_text('', result.p, p_adjusted)}"
         )
         significant = (result.p if p_adjusted is None else p_adjusted) < alpha
         raised = result.difference > 0
@@ -495,15 +497,15 @@ def verdict(
         counts = f"{result.n_right_before}/{result.n} -> {result.n_right_after}/{result.n}"
         significant = (result.p if p_adjusted is None else p_adjusted) < alpha
         raised = result.c > result.b
-        p_text = _p_text("McNemar", result.p, p_adjusted)
+        p_words = p_text("McNemar", result.p, p_adjusted)
         if significant:
-            return f"{name} {_direction(raised, higher_is_better)} {counts} ({p_text})"
-        return f"no evidence of a difference in {name} ({counts}, {p_text})"
+            return f"{name} {_direction(raised, higher_is_better)} {counts} ({p_words})"
+        return f"no evidence of a difference in {name} ({counts}, {p_words})"
     elif isinstance(result, CorrectedTTestResult):
         name = endpoint or "score"
         detail = (
-            f"mean d{name} {result.mean:+.3f} [{result.ci_low:.3f}, {result.ci_high:.3f}], "
-            f"{_p_text('corrected CV t-test', result.p, p_adjusted)}"
+            f"mean {difference_label or 'd' + name} {result.mean:+.3f} [{result.ci_low:.3f}, {result.ci_high:.3f}], "
+            f"{p_text('corrected CV t-test', result.p, p_adjusted)}"
         )
         significant = (result.p if p_adjusted is None else p_adjusted) < alpha
         raised = result.mean > 0
@@ -511,7 +513,7 @@ def verdict(
     elif isinstance(result, BootstrapResult):
         name = endpoint or "score"
         detail = (
-            f"d{name} {result.observed:+.3f} [{result.ci_low:.3f}, {result.ci_high:.3f}], "
+            f"{difference_label or 'd' + name} {result.observed:+.3f} [{result.ci_low:.3f}, {result.ci_high:.3f}], "
             f"{result.level:.0%} bootstrap CI"
         )
         significant = result.ci_low > 0 or result.ci_high < 0
