@@ -65,6 +65,7 @@ from .stats import (
     sensitivity,
     specificity,
     verdict,
+    z_test,
 )
 
 SPLITS = {
@@ -346,12 +347,10 @@ def unpaired_auc_test(labels_before, scores_before, labels_after, scores_after, 
     difference = a.auc - b.auc
     variance = b.variance + a.variance
     if variance <= 0.0:
-        sd, z, p = 0.0, 0.0, 1.0 if difference == 0.0 else 0.0
+        sd, z, p, ci_low, ci_high = 0.0, 0.0, 1.0 if difference == 0.0 else 0.0, difference, difference
     else:
         sd = math.sqrt(variance)
-        z = difference / sd
-        p = float(2.0 * sps.norm.sf(abs(z)))
-    half_width = float(sps.norm.ppf(0.5 + level / 2.0)) * sd
+        z, p, ci_low, ci_high = z_test(difference, sd, level)
     return UnpairedAucTest(
         before=b,
         after=a,
@@ -359,8 +358,8 @@ def unpaired_auc_test(labels_before, scores_before, labels_after, scores_after, 
         sd_difference=sd,
         z=float(z),
         p=p,
-        ci_low=difference - half_width,
-        ci_high=difference + half_width,
+        ci_low=ci_low,
+        ci_high=ci_high,
         level=level,
     )
 

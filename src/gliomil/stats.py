@@ -32,6 +32,13 @@ def _two_sided_quantile(level: float) -> float:
     return float(sps.norm.ppf(0.5 + level / 2.0))
 
 
+def z_test(difference: float, sd: float, level: float = 0.95) -> tuple[float, float, float, float]:
+    """Two-sided normal test of ``difference`` with standard error ``sd`` > 0: (z, p, CI low, CI high)."""
+    z = difference / sd
+    half_width = _two_sided_quantile(level) * sd
+    return float(z), float(2.0 * sps.norm.sf(abs(z))), difference - half_width, difference + half_width
+
+
 def _binary_labels(labels) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.size == 0:
@@ -165,12 +172,10 @@ def delong_test(labels, before, after, level: float = 0.95) -> DeLongResult:
     difference = float(aucs[1] - aucs[0])
     var_difference = var_before + var_after - 2.0 * covariance
     if var_difference <= _RELATIVE_VARIANCE_TOL * (var_before + var_after):
-        sd, z, p = 0.0, 0.0, 1.0
+        sd, z, p, ci_low, ci_high = 0.0, 0.0, 1.0, difference, difference
     else:
         sd = math.sqrt(var_difference)
-        z = difference / sd
-        p = float(2.0 * sps.norm.sf(abs(z)))
-    half_width = _two_sided_quantile(level) * sd
+        z, p, ci_low, ci_high = z_test(difference, sd, level)
     return DeLongResult(
         auc_before=float(aucs[0]),
         auc_after=float(aucs[1]),
@@ -181,8 +186,8 @@ def delong_test(labels, before, after, level: float = 0.95) -> DeLongResult:
         sd_difference=sd,
         z=float(z),
         p=p,
-        ci_low=difference - half_width,
-        ci_high=difference + half_width,
+        ci_low=ci_low,
+        ci_high=ci_high,
         level=level,
         n_positive=int(v10.shape[1]),
         n_negative=int(v01.shape[1]),
