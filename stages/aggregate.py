@@ -93,10 +93,9 @@ def main():
     )
     items = checklist(records, plot_every, rules.min_recall, CollapseThresholds(**diagnostics))
     knobs = {key: P.value(params, key) for key in KNOBS}
-    write_text(
-        "reports/audit.md",
-        render_report(table, summary, records, items, knobs, ["reports/roc.png", "reports/confusion.png"]),
-    )
+    images = ["reports/roc.png", "reports/confusion.png"]
+    external, cohort = read_json(paths.EXTERNAL_METRICS), P.value(params, "external.root")
+    write_text("reports/audit.md", render_report(table, summary, records, items, knobs, images, external, cohort))
     for item in items:
         print(f"[{'passed' if item.passed else 'FAILED'}] {item.text}")
     pooled = summary["pooled"]

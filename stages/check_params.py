@@ -20,10 +20,11 @@ from gliomil.stage import run_stage
 def main():
     params = P.load_params()
     P.check_params(params)
-    root = Path(P.value(params, "data.root"))
-    # The built-in cohort does not exist until the synthesize stage has written it.
-    if root != paths.SYNTHETIC and not root.is_dir():
-        raise ParamsError(f"params.yaml: data.root: {root} is not a folder")
+    # The built-in cohorts do not exist until the synthesize stages have written them.
+    for key, built_in in (("data.root", paths.SYNTHETIC), ("external.root", paths.EXTERNAL_SITE)):
+        root = Path(P.value(params, key))
+        if root != built_in and not root.is_dir():
+            raise ParamsError(f"params.yaml: {key}: {root} is not a folder")
     write_text(paths.PARAMS_CHECKED, "params.yaml passed every check\n")
 
 

@@ -77,6 +77,7 @@ def tiny_params() -> dict:
     """The committed params shrunk to a cohort and model that run the whole pipeline in about a minute."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["synthesize"].update(n_hgg=10, n_lgg=6, shape=[32, 32, 24], workers=1)
+    params["external"]["site"].update(n_hgg=4, n_lgg=4, shape=[32, 32, 20], workers=1)
     params["preprocess"].update(image_size=16, workers=2)
     params["split"]["inner_val_fraction"] = 0.5
     params["train"].update(epochs=2, bag_size=8, plot_every=1)

@@ -6,11 +6,14 @@ import numpy as np
 import pytest
 
 from gliomil.metrics import (
+    calibration_fit,
     curve_tables,
     epoch_metrics,
     expected_calibration_error,
+    external_validation,
     fold_metrics,
     pooled_auc_with_ci,
+    proportion_with_ci,
     ranking_metrics,
     threshold_metrics,
     youden_threshold,
@@ -99,3 +102,52 @@ def test_pooled_auc_interval_holds_the_estimate_and_is_seeded():
     first = pooled_auc_with_ci(labels, probs, n_bootstrap=300, seed=1)
     assert first["ci_low"] < first["auc"] < first["ci_high"]
     assert first == pooled_auc_with_ci(labels, probs, n_bootstrap=300, seed=1)
+
+
+def wilson_by_hand(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson (1927) score interval written out: (p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)."""
+    p = k / n
+    centre = p + z * z / (2 * n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+
+
+@pytest.mark.parametrize("k, n", [(35, 40), (20, 40), (7, 7), (0, 12), (1, 3)])
+def test_proportion_interval_is_wilsons(k, n):
+    result = proportion_with_ci(k, n)
+    low, high = wilson_by_hand(k, n)
+    assert result["value"] == k / n and result["n"] == n
+    assert result["ci_low"] == pytest.approx(low, abs=1e-12) and result["ci_high"] == pytest.approx(high, abs=1e-12)
+
+
+def test_proportion_of_nothing_is_nan():
+    assert math.isnan(proportion_with_ci(0, 0)["value"])
+
+
+def test_calibration_slope_recovers_known_miscalibration():
+    rng = np.random.default_rng(1)
+    logit = rng.normal(0, 1.5, 20000)
+    labels = (rng.random(logit.size) < 1 / (1 + np.exp(-logit))).astype(int)
+    calibrated = calibration_fit(labels, 1 / (1 + np.exp(-logit)))
+    assert calibrated["slope"] == pytest.approx(1, abs=0.05) and calibrated["intercept"] == pytest.approx(0, abs=0.05)
+    too_extreme = calibration_fit(labels, 1 / (1 + np.exp(-2 * logit)))  # logits doubled: slope 1/2
+    assert too_extreme["slope"] == pytest.approx(0.5, abs=0.03)
+    shifted = calibration_fit(labels, 1 / (1 + np.exp(-(logit + 1))))  # logits shifted by +1: intercept -1
+    assert shifted["slope"] == pytest.approx(1, abs=0.05) and shifted["intercept"] == pytest.approx(-1, abs=0.06)
+
+
+def test_external_validation_counts_and_intervals():
+    m = external_validation(LABELS, PROBS, threshold=0.5, n_bootstrap=500, seed=0)
+    # at 0.5: HGG 0.9, 0.8, 0.6 detected (3/4), LGG 0.2, 0.1 correct (2/3)
+    at = m["at_bundle_threshold"]
+    assert (at["tn"], at["fp"], at["fn"], at["tp"]) == (2, 1, 1, 3)
+    assert at["sensitivity"] == 3 / 4 and at["specificity"] == 2 / 3
+    assert (at["sensitivity_ci_low"], at["sensitivity_ci_high"]) == pytest.approx(wilson_by_hand(3, 4))
+    assert at["balanced_accuracy"] == pytest.approx((3 / 4 + 2 / 3) / 2)
+    assert at["balanced_accuracy_ci_low"] <= at["balanced_accuracy"] <= at["balanced_accuracy_ci_high"]
+    assert m["auc"] == pytest.approx(10 / 12) and m["auc_ci_low"] < m["auc"] < m["auc_ci_high"]
+    assert (m["patients"], m["hgg"], m["lgg"]) == (7, 4, 3)
+    assert m == external_validation(LABELS, PROBS, threshold=0.5, n_bootstrap=500, seed=0)
+    # plain numbers only: `dvc metrics show` lists them as columns
+    nested = [v for d in m.values() if isinstance(d, dict) for v in d.values()]
+    assert all(isinstance(v, (int, float)) for v in [*nested, *(v for v in m.values() if not isinstance(v, dict))])

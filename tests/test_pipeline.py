@@ -6,6 +6,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import (
@@ -20,15 +21,23 @@ from conftest import (
     write_params,
 )
 
+from gliomil.brats import Subject, resolve_files
+from gliomil.bundle import load_bundle
+from gliomil.preprocess import preprocess_case
+
 pytestmark = pytest.mark.slow
 
 
 FOLD_STAGES = {f"{stage}@{k}" for stage in ("train", "evaluate") for k in range(5)}
+# What follows the models: the packaged model, its external validation and the report that includes both.
+PACKAGING = {"bundle", "external", "aggregate"}
 
 
 def test_dvc_repro_runs_every_stage_then_is_up_to_date(pipeline_repo):
     out = repro(pipeline_repo)
-    assert stages_run(out) == {"check_params", "synthesize", "preprocess", "split", "aggregate"} | FOLD_STAGES
+    assert stages_run(out) == {"check_params", "synthesize", "synthesize_external", "preprocess", "split"} | (
+        FOLD_STAGES | PACKAGING
+    )
 
     manifest = pd.read_csv(pipeline_repo / "data/preprocessed/manifest.csv")
     assert sorted(manifest["grade"].value_counts().items()) == [("HGG", 10), ("LGG", 6)]
@@ -62,13 +71,18 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(pipeline_repo):
     assert "Plots saved per epoch (plot_every=1): **passed**" in report
     assert "Attention collapse warnings appear if needed: **passed**" in report  # warnings match the logs
     assert (pipeline_repo / "reports/roc.png").stat().st_size > 0
+    external = json.loads((pipeline_repo / "metrics/external.json").read_text())
+    assert external["patients"] == 8 and 0 <= external["auc_ci_low"] <= external["auc"] <= 1
+    assert "## External validation" in report and "on 8 patients of `data/external_site`" in report
+    _predict_reproduces_preprocess_and_evaluate(pipeline_repo)
 
     again = repro(pipeline_repo)
     assert stages_run(again) == set()
     assert "Data and pipelines are up to date." in again
 
     headline = dvc(pipeline_repo, "metrics", "show")
-    assert headline.splitlines()[1].startswith("metrics/headline.json") and len(headline.splitlines()) == 2
+    assert [line.split()[0] for line in headline.splitlines()[1:]] == ["metrics/headline.json", "metrics/external.json"]
+    assert "at_bundle_threshold.sensitivity_ci_low" in headline and "calibration.slope" in headline
     assert "inner_val_auc" in headline and "lgg_recall" in headline
     shown = dvc(pipeline_repo, "metrics", "show", "metrics")
     assert "metrics/preprocess.json" in shown and "slices_total" in shown
@@ -78,7 +92,7 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(pipeline_repo):
     run_tool(["git", "add", "-A"], pipeline_repo)
     run_tool(["git", "commit", "-qm", "baseline run"], pipeline_repo)
     experiment = dvc(pipeline_repo, "exp", "run", "-n", "smoothing-0.1", "-S", "label_smoothing=0.1")
-    assert stages_run(experiment) == {"check_params", "aggregate"} | FOLD_STAGES
+    assert stages_run(experiment) == {"check_params"} | FOLD_STAGES | PACKAGING
     metrics_diff = dvc(pipeline_repo, "metrics", "diff", "--targets", "metrics")
     # smoothed targets change every training loss (a tiny 2-epoch model may rank patients the same)
     assert all(f"metrics/train/fold_{k}.json" in metrics_diff for k in range(5))
@@ -108,13 +122,41 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(pipeline_repo):
 
     # Another seed repeats the cross-validation on the same cohort: synthesize and preprocess are kept.
     repeat = dvc(pipeline_repo, "exp", "run", "-n", "seed-43", "-S", "seed=43")
-    assert stages_run(repeat) == {"check_params", "split", "aggregate"} | FOLD_STAGES
+    assert stages_run(repeat) == {"check_params", "split"} | FOLD_STAGES | PACKAGING
 
     # A preprocess param re-runs preprocess and what depends on it, not synthesize.
     params = tiny_params()
     params["preprocess"]["image_size"] = 12
     write_params(pipeline_repo, params)
-    assert stages_run(repro(pipeline_repo)) == {"check_params", "preprocess", "split", "aggregate"} | FOLD_STAGES
+    assert stages_run(repro(pipeline_repo)) == {"check_params", "preprocess", "split"} | FOLD_STAGES | PACKAGING
+
+
+def _predict_reproduces_preprocess_and_evaluate(repo: Path) -> None:
+    """`gliomil predict` on a training patient: the slices preprocess stored and the probability each fold's
+    evaluate gave, bit for bit (evaluate's table rounds to 6 decimals, as predict's does)."""
+    split = json.loads((repo / "data/splits/fold_2.json").read_text())
+    subject = split["test"][0]
+    grade = "HGG" if "HGG" in subject else "LGG"
+    case = repo / "data/synthetic" / grade / subject
+    run_tool(["gliomil", "predict", case, "--bundle", "bundle", "--out", "predicted"], repo, tool_env(repo / "src"))
+    predicted = pd.read_csv(repo / "predicted/predictions.csv").iloc[0]
+    assert predicted["subject_id"] == subject and predicted["in_training_cohort"]
+    for fold in range(5):
+        evaluated = pd.concat(
+            pd.read_csv(repo / f"plots/eval/fold_{fold}/{name}.csv")
+            for name in ("predictions", "inner_val_predictions")
+        ).set_index("subject_id")
+        if subject in evaluated.index:
+            assert predicted[f"probability_fold_{fold}"] == evaluated.loc[subject, "probability"], fold
+    assert (
+        predicted["probability_fold_2"]
+        == pd.read_csv(repo / "plots/eval/fold_2/predictions.csv").set_index("subject_id").loc[subject, "probability"]
+    )
+
+    bundle = load_bundle(repo / "bundle")
+    _, bag = preprocess_case(subject, resolve_files(Subject(subject, None, subject, case)), bundle.preprocess)
+    stored = np.load(repo / f"data/preprocessed/slices/{subject}.npy")
+    assert bag.slices.dtype == stored.dtype and np.array_equal(bag.slices.view(np.uint16), stored.view(np.uint16))
 
 
 def test_bad_subject_fails_with_one_line_and_leaves_no_output(pipeline_repo):
@@ -186,7 +228,9 @@ def test_three_folds_everywhere_and_bad_params_stop_before_any_stage(tmp_path):
     params["folds"] = [0, 1, 2]
     repo = make_pipeline_repo(tmp_path, params)
     three = {f"{stage}@{k}" for stage in ("train", "evaluate") for k in range(3)}
-    assert stages_run(repro(repo)) == {"check_params", "synthesize", "preprocess", "split", "aggregate"} | three
+    assert stages_run(repro(repo)) == {"check_params", "synthesize", "synthesize_external", "preprocess", "split"} | (
+        three | PACKAGING
+    )
 
     shown = dvc(repo, "metrics", "show", "metrics")
     for kind in ("train", "eval"):

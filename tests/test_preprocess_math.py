@@ -108,6 +108,12 @@ def test_resize_keeps_constant_images_constant_and_identity_at_same_size():
     np.testing.assert_array_equal(resample(noise, resize_weights(8, 8), resize_weights(8, 8)), noise)
 
 
+def ras_volumes(images, seg):
+    """Volumes already in RAS order, as load_volumes returns them for a file with an identity affine."""
+    identity = np.array([[0, 1], [1, 1], [2, 1]])
+    return Volumes(images=images, seg=seg, affine=np.eye(4), files={}, orientation=identity, stored_shape=seg.shape)
+
+
 def _cube_subject(shape=(24, 24, 12), tumour_slices=(5, 6)):
     images = np.zeros((4,) + shape, dtype=np.float32)
     rng = np.random.default_rng(1)
@@ -115,7 +121,7 @@ def _cube_subject(shape=(24, 24, 12), tumour_slices=(5, 6)):
     seg = np.zeros(shape, dtype=np.uint8)
     for z in tumour_slices:
         seg[8:12, 8:12, z] = 2
-    return Volumes(images=images, seg=seg, affine=np.eye(4), files={})
+    return ras_volumes(images, seg)
 
 
 def test_preprocess_volumes_keeps_brain_slices_and_records_tumour_fraction():
@@ -162,7 +168,7 @@ def test_preprocess_volumes_equals_normalise_crop_and_resize_of_whole_arrays(ima
     brain = rng.random((8, 24, 8)) < 0.8
     images[:, 0:8, 3:27, 1:9] = np.where(brain, rng.uniform(1, 100, size=(4, 8, 24, 8)), 0)
     images[2, 0:4] = 0  # a modality may be 0 where another one is not
-    volumes = Volumes(images=images, seg=np.zeros(images.shape[1:], dtype=np.uint8), affine=np.eye(4), files={})
+    volumes = ras_volumes(images, np.zeros(images.shape[1:], dtype=np.uint8))
     settings = PreprocessSettings(image_size=image_size, clip_percentiles=(2, 98), min_brain_fraction=0.2)
 
     bag = preprocess_volumes(volumes, settings)

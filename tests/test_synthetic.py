@@ -16,7 +16,14 @@ from sklearn.preprocessing import StandardScaler
 
 from gliomil import synthetic
 from gliomil.errors import GliomilError
-from gliomil.synthetic import CONTRAST, FOV_MM, subject_seed, synthesize_cohort, synthesize_subject
+from gliomil.synthetic import (
+    CONTRAST,
+    FOV_MM,
+    Acquisition,
+    subject_seed,
+    synthesize_cohort,
+    synthesize_subject,
+)
 from gliomil.vocabulary import MODALITIES
 
 # Small enough to keep the file fast; the generator is defined in millimetres, so its
@@ -143,6 +150,20 @@ def test_tissue_contrast_per_modality():
     assert all(abs(t1ce[t] - t1[t]) < 0.05 for t in CONTRAST if t != "enhancing")
 
 
+def test_acquisition_of_another_site():
+    assert Acquisition().tissue_contrast() is CONTRAST  # the built-in site is the table itself
+    flat = Acquisition(contrast=0.5).tissue_contrast()
+    for m in range(4):
+        mean = np.mean([values[m] for values in CONTRAST.values()])
+        for tissue, values in CONTRAST.items():
+            assert flat[tissue][m] == pytest.approx(mean + 0.5 * (values[m] - mean))
+    # Another site: the same patient (anatomy and tumour), other intensities.
+    rng = lambda: np.random.default_rng(subject_seed(7, "HGG", 2))  # noqa: E731
+    here, seg_here = synthesize_subject("HGG", TINY_SHAPE, rng())
+    there, seg_there = synthesize_subject("HGG", TINY_SHAPE, rng(), Acquisition(0.8, (0.2, 0.3), (0.05, 0.06)))
+    assert np.array_equal(seg_here, seg_there) and not np.array_equal(here, there)
+
+
 def test_lesion_is_bright_on_flair():
     images, seg = subject("LGG", 3)
     flair = images[MODALITIES.index("flair")]
@@ -243,6 +264,12 @@ def test_other_seed_differs(tiny_cohort, tmp_path):
     other = files_of(tmp_path / "other")
     assert other.keys() == reference.keys()
     assert all(other[name] != reference[name] for name in reference)
+
+
+def test_case_prefix(tmp_path):
+    cases = synthesize_cohort(tmp_path / "site", n_hgg=1, n_lgg=1, shape=TINY_SHAPE, seed=2, prefix="SynExt")
+    assert cases == ["SynExt_HGG_001", "SynExt_LGG_001"]
+    assert (tmp_path / "site/LGG/SynExt_LGG_001/SynExt_LGG_001_flair.nii.gz").is_file()
 
 
 def test_existing_output(tmp_path):

@@ -161,8 +161,11 @@ def render_report(
     items: list[CheckItem],
     knobs: dict,
     images: list[str],
+    external: dict | None = None,
+    external_cohort: str = "",
 ) -> str:
-    """The Markdown text of reports/audit.md; ``knobs`` are the params it names (``{"seed": 42, ...}``)."""
+    """The Markdown text of reports/audit.md; ``knobs`` are the params it names (``{"seed": 42, ...}``);
+    ``external`` is the external stage's metrics/external.json (of the cohort at ``external_cohort``), if any."""
     stats = summary["folds_mean_std"]
 
     def mean_std(key):
@@ -233,6 +236,7 @@ def render_report(
             )
         ),
         "",
+        *(external_section(external, external_cohort, pooled) if external else []),
         "## Verification checklist",
         "",
         *[
@@ -245,3 +249,39 @@ def render_report(
         "",
     ]
     return "\n".join(lines)
+
+
+def _with_ci(metrics: dict, key: str, method: str) -> str:
+    return f"{metrics[key]:.3f} | {metrics[key + '_ci_low']:.3f} to {metrics[key + '_ci_high']:.3f} ({method})"
+
+
+def external_section(external: dict, cohort: str, pooled: dict) -> list[str]:
+    """Lines of the report's external-validation section, from metrics/external.json (the cohort at ``cohort``)."""
+    decisions, calibration = external["at_bundle_threshold"], external["calibration"]
+    return [
+        "## External validation",
+        "",
+        f"The packaged model (`bundle/`: the mean of the fold models' probabilities, decision threshold "
+        f"{decisions['threshold']:.4f} chosen on the pooled inner-validation predictions) on "
+        f"{external['patients']} patients of `{cohort}` ({external['hgg']} HGG, {external['lgg']} LGG; "
+        f"{external['skipped']} skipped) that no model was trained or tuned on.",
+        "",
+        "| Metric | Value | 95% interval |",
+        "|---|---|---|",
+        f"| AUC | {_with_ci(external, 'auc', 'DeLong')} |",
+        f"| Balanced accuracy | {_with_ci(decisions, 'balanced_accuracy', 'stratified bootstrap')} |",
+        f"| Sensitivity (HGG recall), {decisions['tp']}/{external['hgg']} | "
+        f"{_with_ci(decisions, 'sensitivity', 'Wilson')} |",
+        f"| Specificity (LGG recall), {decisions['tn']}/{external['lgg']} | "
+        f"{_with_ci(decisions, 'specificity', 'Wilson')} |",
+        f"| Brier score | {external['brier']:.3f} | |",
+        f"| Expected calibration error | {external['ece']:.3f} | |",
+        f"| Calibration slope / intercept (1 / 0 when calibrated) | "
+        f"{calibration['slope']:.2f} / {calibration['intercept']:.2f} | |",
+        f"| Mean P(HGG) / observed HGG rate | {calibration['mean_probability']:.3f} / "
+        f"{calibration['observed_hgg_rate']:.3f} | |",
+        "",
+        f"Cross-validation on the training cohort, for comparison: pooled held-out AUC {pooled['auc']:.3f} "
+        f"({pooled['ci_low']:.3f} to {pooled['ci_high']:.3f}). Per-patient predictions: `plots/external/`.",
+        "",
+    ]

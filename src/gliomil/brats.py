@@ -7,6 +7,9 @@ Layouts understood by :func:`find_subjects`:
   cross-year ID columns tie repeated scans of one patient together.
 * ``csv``: ``<root>/labels.csv`` (``subject_id,grade[,patient_id]``) plus ``<root>/<subject_id>/``.
 
+:func:`find_cases` also accepts cases whose grade is unknown (what ``gliomil predict`` scores): one case
+folder, a folder of case folders, or a folder of loose ``<case>_<suffix>.nii[.gz]`` files.
+
 :func:`load_subject` returns the four modalities and the segmentation in canonical RAS
 orientation, or raises :class:`~gliomil.errors.InputError` naming the subject, the file and
 the first problem found.
@@ -58,7 +61,7 @@ class Subject:
     """One imaging case: ``directory`` holds its ``<subject_id>_<suffix>.nii[.gz]`` files."""
 
     subject_id: str
-    grade: str  # "HGG" or "LGG"
+    grade: str | None  # "HGG" or "LGG"; None for a case to predict whose grade is unknown
     patient_id: str  # subjects sharing it are the same patient; defaults to subject_id
     directory: Path
 
@@ -68,17 +71,29 @@ class Volumes:
     """One subject's checked volumes, all on the same voxel grid in canonical RAS orientation.
 
     images: float32 (4, X, Y, Z), channels in MODALITIES order, scanner intensities.
-    seg:    uint8 (X, Y, Z), labels within {0, 1, 2, 4}.
+    seg:    uint8 (X, Y, Z), labels within {0, 1, 2, 4}; None when the case has no segmentation.
     Each channel and the seg are stored x-fastest (Fortran order), as NIfTI stores voxels: reading
     needs no transposing copy, and every axial slice [:, :, z] is one contiguous block.
     affine: float64 (4, 4), voxel -> world (mm), RAS+ axes.
-    files:  the source file of each key in flair, t1, t1ce, t2, seg.
+    files:  the source file of each key in flair, t1, t1ce, t2 and seg (when there is one).
+    orientation: int (3, 2), nibabel's orientation of the stored voxel axes: row i says which RAS axis
+        stored axis i became and whether it was flipped (-1).
+    stored_shape: (3,) voxels of the files as stored.
     """
 
     images: np.ndarray
-    seg: np.ndarray
+    seg: np.ndarray | None
     affine: np.ndarray
     files: dict[str, Path]
+    orientation: np.ndarray
+    stored_shape: tuple[int, int, int]
+
+    def stored_axial_index(self, z) -> np.ndarray:
+        """Canonical axial indices ``z`` (int array) as indices along the stored volume's voxel axis that runs
+        inferior-superior: the slice numbers a viewer of the original file shows (0-based)."""
+        axis = int(np.flatnonzero(self.orientation[:, 0] == 2)[0])
+        z = np.asarray(z)
+        return z if self.orientation[axis, 1] > 0 else self.stored_shape[axis] - 1 - z
 
 
 # ----------------------------------------------------------------------------- subjects
@@ -208,7 +223,7 @@ def _validated(subjects: list[Subject], source: Path) -> list[Subject]:
         # The id becomes a folder name, so it must not reach outside the data root.
         if name in ("", ".", "..") or "/" in name or "\\" in name:
             raise GliomilError(f"{source}: subject id {name!r} is not a plain folder name")
-        if subject.grade not in GRADES:
+        if subject.grade is not None and subject.grade not in GRADES:
             raise GliomilError(f"{source}: subject {name} has grade {subject.grade!r}; expected HGG or LGG")
     duplicates = sorted(name for name, count in Counter(s.subject_id for s in subjects).items() if count > 1)
     if duplicates:
@@ -216,20 +231,69 @@ def _validated(subjects: list[Subject], source: Path) -> list[Subject]:
     return sorted(subjects, key=lambda subject: subject.subject_id)
 
 
+def find_cases(root, layout: str = "auto", suffixes: dict[str, str] = DEFAULT_SUFFIXES) -> list[Subject]:
+    """Cases to score under ``root``, sorted by id; a grade only where the folder gives one.
+
+    A labelled layout (see :func:`find_subjects`) is read as such. Otherwise, with layout auto: the
+    ``<case>_<flair suffix>.nii[.gz]`` files directly in ``root`` name its cases (one case folder, or loose
+    files of several cases); failing that, every non-hidden sub-folder of ``root`` is one case, named by
+    its flair file (or by the folder when it has none, which :func:`resolve_files` then reports).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise GliomilError(f"{root} does not exist or is not a folder")
+    if layout != "auto" or any((root / name).exists() for name in (NAME_MAPPING, LABELS_FILE, *GRADES)):
+        return find_subjects(root, layout)
+    check_suffixes(suffixes)
+    loose = _case_ids(root, suffixes["flair"])
+    if loose:
+        subjects = [Subject(case, None, case, root) for case in loose]
+    else:
+        subjects = []
+        for folder in root.iterdir():
+            if folder.is_dir() and not folder.name.startswith("."):
+                ids = _case_ids(folder, suffixes["flair"])
+                case = ids[0] if len(ids) == 1 else folder.name
+                subjects.append(Subject(case, None, case, folder))
+    if not subjects:
+        raise GliomilError(
+            f"no cases in {root}: found no *_{suffixes['flair']}.nii[.gz] file, no case folders and no "
+            f"{NAME_MAPPING}, {LABELS_FILE} or HGG/LGG folders"
+        )
+    return _validated(subjects, root)
+
+
+def _case_ids(folder: Path, flair_suffix: str) -> list[str]:
+    """The ``<case>`` of every ``<case>_<flair_suffix>.nii[.gz]`` file in ``folder``."""
+    ids = set()
+    for ending in (".nii", ".nii.gz"):
+        tail = f"_{flair_suffix}{ending}"
+        ids |= {p.name[: -len(tail)] for p in folder.glob(f"*{tail}") if p.is_file() and len(p.name) > len(tail)}
+    return sorted(ids)
+
+
 # ----------------------------------------------------------------------------- files
 
 
-def resolve_files(subject: Subject, suffixes: dict[str, str] = DEFAULT_SUFFIXES) -> dict[str, Path]:
+def resolve_files(
+    subject: Subject, suffixes: dict[str, str] = DEFAULT_SUFFIXES, seg_required: bool = True
+) -> dict[str, Path]:
     """Existing file for each key flair, t1, t1ce, t2, seg: ``<dir>/<id>_<suffix>.nii[.gz]``.
 
     A seg file named ``*Segm.nii[.gz]`` stands in when the standard seg name is absent
-    (BraTS 2020 case 355 ships ``W39_1998.09.19_Segm.nii``).
+    (BraTS 2020 case 355 ships ``W39_1998.09.19_Segm.nii``). Without ``seg_required`` a missing seg is
+    left out of the result.
     Raises InputError for a missing folder or file, or when both .nii and .nii.gz exist.
     """
     check_suffixes(suffixes)
     if not subject.directory.is_dir():
         raise InputError(subject.subject_id, subject.directory, "subject folder does not exist")
-    return {key: _resolve_file(subject, key, suffixes[key]) for key in SUFFIX_KEYS}
+    files = {}
+    for key in SUFFIX_KEYS:
+        path = _resolve_file(subject, key, suffixes[key], required=seg_required or key != SEGMENTATION)
+        if path is not None:
+            files[key] = path
+    return files
 
 
 def check_suffixes(suffixes: dict[str, str]) -> None:
@@ -243,7 +307,7 @@ def check_suffixes(suffixes: dict[str, str]) -> None:
         )
 
 
-def _resolve_file(subject: Subject, key: str, suffix: str) -> Path:
+def _resolve_file(subject: Subject, key: str, suffix: str, required: bool = True) -> Path | None:
     stem = subject.directory / f"{subject.subject_id}_{suffix}"
     compressed, plain = Path(f"{stem}.nii.gz"), Path(f"{stem}.nii")
     if compressed.is_file() and plain.is_file():
@@ -267,27 +331,34 @@ def _resolve_file(subject: Subject, key: str, suffix: str) -> Path:
                 f"missing seg file, and several *Segm.nii[.gz] files could stand in: "
                 f"{_listed([path.name for path in stand_ins])}",
             )
+    if not required:
+        return None
     raise InputError(subject.subject_id, compressed, f"missing {key} file (looked for .nii.gz and .nii)")
 
 
 # ----------------------------------------------------------------------------- volumes
 
 
-def load_subject(subject: Subject, suffixes: dict[str, str] = DEFAULT_SUFFIXES) -> Volumes:
-    """Load and check one subject; raise InputError(subject_id, file, problem) on the first problem.
+def load_subject(subject: Subject, suffixes: dict[str, str] = DEFAULT_SUFFIXES, seg_required: bool = True) -> Volumes:
+    """Find and load one subject's files (:func:`resolve_files`, then :func:`load_volumes`)."""
+    return load_volumes(subject.subject_id, resolve_files(subject, suffixes, seg_required))
 
-    Checks, in order: all five files exist; then per file (flair, t1, t1ce, t2, seg) it is a
-    readable 3D NIfTI image (trailing singleton dimensions are dropped) on flair's grid
-    (shape, and affine within 1e-3 mm); then the seg holds whole numbers in {0, 1, 2, 4};
-    then every modality is finite and at least one is non-zero somewhere (the brain mask).
+
+def load_volumes(subject_id: str, files: dict[str, Path]) -> Volumes:
+    """Load and check one case's files; raise InputError(subject_id, file, problem) on the first problem.
+
+    files: a path for each of flair, t1, t1ce, t2, and optionally seg.
+    Checks, in order, per file (flair, t1, t1ce, t2, seg): it is a readable 3D NIfTI image (trailing
+    singleton dimensions are dropped) on flair's grid (shape, and affine within 1e-3 mm); then the seg
+    holds whole numbers in {0, 1, 2, 4}; then every modality is finite and at least one is non-zero
+    somewhere (the brain mask).
     """
-    subject_id = subject.subject_id
-    files = resolve_files(subject, suffixes)
+    files = {key: Path(files[key]) for key in SUFFIX_KEYS if key in files}
     headers = {key: _open_image(subject_id, path) for key, path in files.items()}
     shape = _spatial_shape(subject_id, files["flair"], headers["flair"])
     affine = headers["flair"].affine
     _check_affine_usable(subject_id, files["flair"], affine)
-    for key in SUFFIX_KEYS[1:]:
+    for key in list(files)[1:]:
         _check_same_grid(subject_id, files[key], headers[key], shape, affine)
 
     # Voxel axes -> RAS: io_orientation's transform flips/permutes the data, and
@@ -298,11 +369,13 @@ def load_subject(subject: Subject, suffixes: dict[str, str] = DEFAULT_SUFFIXES) 
 
     # The seg is checked before the 4-channel array exists, so its temporaries are freed
     # before the largest allocation (peak memory on 240x240x155 volumes).
-    seg_file = files[SEGMENTATION]
-    labels = _seg_labels(subject_id, seg_file, _read_stored(subject_id, seg_file, headers[SEGMENTATION], shape))
-    # apply_orientation flips/transposes views; this copies only when it did either.
-    seg = np.asfortranarray(nib.apply_orientation(labels, orientation))
-    del labels
+    seg = None
+    if SEGMENTATION in files:
+        seg_file = files[SEGMENTATION]
+        labels = _seg_labels(subject_id, seg_file, _read_stored(subject_id, seg_file, headers[SEGMENTATION], shape))
+        # apply_orientation flips/transposes views; this copies only when it did either.
+        seg = np.asfortranarray(nib.apply_orientation(labels, orientation))
+        del labels
 
     images = _fortran_channels(len(MODALITIES), canonical_shape)
     for channel, key in enumerate(MODALITIES):
@@ -317,7 +390,14 @@ def load_subject(subject: Subject, suffixes: dict[str, str] = DEFAULT_SUFFIXES) 
     # any() stops at the first non-zero channel, normally flair.
     if not any(channel.any() for channel in images):
         raise InputError(subject_id, files["flair"], "all four modalities are zero everywhere (empty brain mask)")
-    return Volumes(images=images, seg=seg, affine=canonical_affine, files=files)
+    return Volumes(
+        images=images,
+        seg=seg,
+        affine=canonical_affine,
+        files=files,
+        orientation=orientation.astype(int),
+        stored_shape=shape,
+    )
 
 
 def _fortran_channels(count: int, shape: tuple) -> np.ndarray:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binomtest
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
@@ -21,6 +23,8 @@ from sklearn.metrics import (
     roc_auc_score,
     roc_curve,
 )
+
+from .stats import delong_auc_ci, stratified_bootstrap_indices
 
 
 def epoch_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict:
@@ -140,4 +144,76 @@ def pooled_auc_with_ci(
         "ci_low": float(low),
         "ci_high": float(high),
         "n_bootstrap": n_bootstrap,
+    }
+
+
+def proportion_with_ci(successes: int, trials: int, level: float = 0.95) -> dict:
+    """successes / trials with its Wilson score interval (scipy.stats.binomtest), which keeps its coverage for
+    the small counts and the proportions near 1 of a small external cohort (the Wald interval does not)."""
+    if trials == 0:
+        return {"value": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0}
+    interval = binomtest(successes, trials).proportion_ci(confidence_level=level, method="wilson")
+    return {"value": successes / trials, "ci_low": float(interval.low), "ci_high": float(interval.high), "n": trials}
+
+
+def calibration_fit(labels: np.ndarray, probabilities: np.ndarray) -> dict:
+    """Calibration slope and intercept (Cox 1958): the logistic regression of the label on logit(probability).
+
+    A calibrated model has slope 1 and intercept 0; slope < 1 means too extreme probabilities (typical when a
+    model meets another scanner), > 1 too timid. Probabilities are clipped to [1e-6, 1 - 1e-6] before the logit.
+    Also the calibration in the large: mean predicted probability against the observed HGG rate.
+    """
+    clipped = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-6, 1 - 1e-6)
+    logit = np.log(clipped / (1 - clipped))
+    fit = LogisticRegression(C=np.inf).fit(logit[:, None], labels)
+    return {
+        "slope": float(fit.coef_[0, 0]),
+        "intercept": float(fit.intercept_[0]),
+        "mean_probability": float(np.mean(probabilities)),
+        "observed_hgg_rate": float(np.mean(labels)),
+    }
+
+
+def external_validation(
+    labels: np.ndarray, probabilities: np.ndarray, threshold: float, n_bootstrap: int, seed: int, level: float = 0.95
+) -> dict:
+    """Performance of a fixed model on a cohort it never saw, with ``level`` intervals, as plain numbers.
+
+    AUC: DeLong's interval (:func:`gliomil.stats.delong_auc_ci`). Brier score, expected calibration error and
+    :func:`calibration_fit`. At ``threshold`` (``at_bundle_threshold``): sensitivity (HGG recall) and
+    specificity (LGG recall) with Wilson intervals (:func:`proportion_with_ci`), balanced accuracy with the
+    percentile interval of ``n_bootstrap`` resamples of patients within each grade (seeded), and the confusion
+    counts. Needs both grades.
+    """
+    labels = np.asarray(labels).astype(int)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    auc = delong_auc_ci(labels, probabilities, level)
+    predicted = (probabilities >= threshold).astype(int)
+    hgg, lgg = labels == 1, labels == 0
+    decisions = {"threshold": float(threshold)}
+    for name, grade, called in (("sensitivity", hgg, 1), ("specificity", lgg, 0)):
+        share = proportion_with_ci(int((predicted[grade] == called).sum()), int(grade.sum()), level)
+        decisions.update({name: share["value"], f"{name}_ci_low": share["ci_low"], f"{name}_ci_high": share["ci_high"]})
+    resamples = stratified_bootstrap_indices(labels, n_bootstrap, seed)
+    resampled_labels, correct = labels[resamples], (predicted == labels)[resamples]
+    in_grade = [resampled_labels == grade for grade in (0, 1)]
+    recalls = [(correct & members).sum(axis=1) / members.sum(axis=1) for members in in_grade]
+    low, high = np.quantile((recalls[0] + recalls[1]) / 2, [(1 - level) / 2, (1 + level) / 2])
+    decisions.update(
+        balanced_accuracy=float(balanced_accuracy_score(labels, predicted)),
+        balanced_accuracy_ci_low=float(low),
+        balanced_accuracy_ci_high=float(high),
+        **threshold_metrics(labels, probabilities, threshold)["confusion"],
+    )
+    return {
+        "patients": int(labels.size),
+        "hgg": int(hgg.sum()),
+        "lgg": int(lgg.sum()),
+        "auc": auc.auc,
+        "auc_ci_low": auc.ci_low,
+        "auc_ci_high": auc.ci_high,
+        "brier": float(brier_score_loss(labels, probabilities)),
+        "ece": expected_calibration_error(labels, probabilities),
+        "calibration": calibration_fit(labels, probabilities),
+        "at_bundle_threshold": decisions,
     }

@@ -11,6 +11,10 @@ PARAMS_CHECKED = Path("data/params_checked.txt")
 CV_SUMMARY = Path("metrics/cv_summary.json")
 HEADLINE = Path("metrics/headline.json")
 CV_PLOTS = Path("plots/cv")
+BUNDLE = Path("bundle")
+EXTERNAL_SITE = Path("data/external_site")
+EXTERNAL_METRICS = Path("metrics/external.json")
+EXTERNAL_PLOTS = Path("plots/external")
 
 
 def fold_split(fold: int) -> Path:

@@ -91,3 +91,66 @@ def plot_attention(examples: list[dict], path: Path, title: str) -> None:
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     _save(fig, path)
+
+
+def plot_attention_montage(
+    slices: np.ndarray,
+    attention: np.ndarray,
+    instance_probability: np.ndarray,
+    slice_numbers: np.ndarray,
+    tumour: np.ndarray | None,
+    path: Path,
+    title: str,
+    top: int = 3,
+) -> None:
+    """The ``top`` most attended slices of one bag (and the critical slice when it is not among them): FLAIR above
+    T1ce, each titled with its slice number, attention and instance score; below, attention and instance score
+    over every slice.
+
+    slices: (S, 4, H, W) in MODALITIES order, stored (x, y) in RAS, drawn in radiological view (patient's right on
+    the left). attention, instance_probability: (S,). slice_numbers: (S,) what to call each slice (the input
+    volume's axial index). tumour: (S, H, W) in [0, 1] or None; its 0.5 outline is drawn.
+    """
+    critical = int(np.argmax(instance_probability))
+    chosen = list(np.argsort(-attention, kind="stable")[:top])
+    if critical not in chosen:
+        chosen.append(critical)
+    fig = plt.figure(figsize=(2.7 * len(chosen) + 0.6, 6.6))
+    grid = fig.add_gridspec(3, len(chosen), height_ratios=[1, 1, 0.8])
+    for column, index in enumerate(chosen):
+        for row, (channel, name) in enumerate(((0, "FLAIR"), (2, "T1ce"))):
+            ax = fig.add_subplot(grid[row, column])
+            # (x, y) -> rows y (anterior up), columns x reversed (radiological view).
+            ax.imshow(np.asarray(slices[index, channel], dtype=np.float32).T[:, ::-1], cmap="gray", origin="lower")
+            if tumour is not None and tumour[index].max() > 0.5:
+                ax.contour(tumour[index].T[:, ::-1], levels=[0.5], colors="#ff4040", linewidths=0.8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if column == 0:
+                ax.set_ylabel(name)
+            if row == 0:
+                label = "critical, " if index == critical else ""
+                ax.set_title(
+                    f"slice {slice_numbers[index]} ({label}#{column + 1 if index in chosen[:top] else '-'})\n"
+                    f"attention {attention[index]:.3f}, instance {instance_probability[index]:.2f}",
+                    fontsize=8,
+                )
+            if index == critical:
+                for spine in ax.spines.values():
+                    spine.set_edgecolor("#d62728")
+                    spine.set_linewidth(2.5)
+    ax = fig.add_subplot(grid[2, :])
+    order = np.argsort(slice_numbers, kind="stable")
+    ax.bar(slice_numbers[order], attention[order], width=0.9, color="#3b6ea5", label="attention")
+    ax.axhline(1 / len(attention), color="grey", linestyle=":", linewidth=1, label="uniform 1/S")
+    twin = ax.twinx()
+    twin.plot(slice_numbers[order], instance_probability[order], color="#d62728", linewidth=1, label="instance score")
+    twin.set_ylim(0, 1)
+    ax.set_xlabel("axial slice of the input volume")
+    ax.set_ylabel("attention")
+    twin.set_ylabel("instance score")
+    ax.legend(fontsize=7, loc="upper left")
+    twin.legend(fontsize=7, loc="upper right")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)

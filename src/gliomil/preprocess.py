@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from .brats import SUFFIX_KEYS, Subject, Volumes, check_suffixes, load_subject
+from .brats import SUFFIX_KEYS, Subject, Volumes, check_suffixes, load_volumes, resolve_files
 from .errors import GliomilError, InputError
 from .files import atomic_directory
 from .vocabulary import LABELS
@@ -42,6 +42,30 @@ class PreprocessSettings:
     min_brain_fraction: float = 0.1
 
 
+@dataclass(frozen=True)
+class SliceGeometry:
+    """Where a subject's kept slices lie in its canonical volume, and how they are resized (S = kept slices).
+
+    keep: int (S,) axial indices of the kept slices. x_box, y_box: the brain's in-plane bounding box.
+    weights_x, weights_y: float32 (image_size, box width) and (image_size, box height), the resampling
+    weights of the box's columns within the enclosing square (:func:`resize_weights`).
+    """
+
+    keep: np.ndarray
+    x_box: slice
+    y_box: slice
+    weights_x: np.ndarray
+    weights_y: np.ndarray
+
+    def planes(self, volume: np.ndarray) -> np.ndarray:
+        """The kept axial planes of an (X, Y, Z) volume inside the box, axial planes first: (S, box Y, box X)."""
+        return volume[self.x_box, self.y_box].T[self.keep]
+
+    def resize(self, planes: np.ndarray) -> np.ndarray:
+        """float32 planes (S, box Y, box X) -> (S, image_size, image_size), stored (S, X, Y) like the volumes."""
+        return resample(planes, self.weights_y, self.weights_x).transpose(0, 2, 1)
+
+
 @dataclass
 class SliceBag:
     """One subject's kept slices and what is known about each of them (S = number of kept slices)."""
@@ -50,7 +74,8 @@ class SliceBag:
     z_index: np.ndarray  # int (S,) axial index in the canonical volume
     position: np.ndarray  # float (S,) relative axial position within the brain, 0 = lowest brain slice
     brain_fraction: np.ndarray  # float (S,) share of the square crop that is brain
-    tumour_fraction: np.ndarray  # float (S,) share of the slice's brain that is tumour (seg > 0)
+    tumour_fraction: np.ndarray  # float (S,) share of the slice's brain that is tumour (seg > 0); NaN without seg
+    geometry: SliceGeometry
 
 
 def brain_mask(images: np.ndarray) -> np.ndarray:
@@ -184,26 +209,30 @@ def preprocess_volumes(volumes: Volumes, settings: PreprocessSettings) -> SliceB
     if keep.size == 0:
         raise ValueError(f"no axial slice has a brain fraction >= {settings.min_brain_fraction}")
     position = (keep - z_box.start) / max(z_box.stop - 1 - z_box.start, 1)
+    weights = resize_weights(side, settings.image_size)
+    weights_x, weights_y = (
+        weights[:, x_box.start - x0 : x_box.stop - x0],
+        weights[:, y_box.start - y0 : y_box.stop - y0],
+    )
+    geometry = SliceGeometry(keep, x_box, y_box, weights_x, weights_y)
 
     # In-plane box, axial planes first: (Z, box Y, box X) views. With x-fastest (NIfTI) data each
     # plane is contiguous, so selecting planes copies whole blocks. ``keep`` indexes Z directly
     # (with min_brain_fraction 0 it may hold slices without brain, which come out as zeros).
     mask_planes = mask[x_box, y_box].T
     brain_in_box, kept_mask = mask_planes[z_box], mask_planes[keep]
-    tumour_pixels = np.count_nonzero((seg[x_box, y_box].T[keep] > 0) & kept_mask, axis=(1, 2))
-    tumour_fraction = tumour_pixels / np.maximum(brain_pixels[keep], 1)
+    if seg is None:
+        tumour_fraction = np.full(keep.size, np.nan)
+    else:
+        tumour_pixels = np.count_nonzero((geometry.planes(seg) > 0) & kept_mask, axis=(1, 2))
+        tumour_fraction = tumour_pixels / np.maximum(brain_pixels[keep], 1)
 
-    weights = resize_weights(side, settings.image_size)
-    weights_x = weights[:, x_box.start - x0 : x_box.stop - x0]
-    weights_y = weights[:, y_box.start - y0 : y_box.stop - y0]
     slices = np.empty((keep.size, len(images), settings.image_size, settings.image_size), dtype=np.float16)
     for channel, volume in enumerate(images):
         planes = volume[x_box, y_box].T
         zscore = zscore_parameters(planes[z_box][brain_in_box], settings.clip_percentiles)
-        kept = clip_and_zscore(planes[keep], kept_mask, zscore)
-        # (S, Y', X') -> (S, X', Y'): slices are stored (S, C, X, Y) like the volumes.
-        slices[:, channel] = resample(kept, weights_y, weights_x).transpose(0, 2, 1)
-    return SliceBag(slices, keep, position, brain_fraction[keep], tumour_fraction)
+        slices[:, channel] = geometry.resize(clip_and_zscore(planes[keep], kept_mask, zscore))
+    return SliceBag(slices, keep, position, brain_fraction[keep], tumour_fraction, geometry)
 
 
 def content_hash(array: np.ndarray) -> str:
@@ -225,16 +254,26 @@ class _Job:
     out_dir: Path
 
 
+def preprocess_case(subject_id: str, files: dict[str, Path], settings: PreprocessSettings) -> tuple[Volumes, SliceBag]:
+    """Load, check and preprocess one case: :func:`gliomil.brats.load_volumes`, then :func:`preprocess_volumes`.
+
+    The one path from files to slices, for training and for prediction. Every problem is an InputError
+    naming the case, the file (or folder) and what is wrong.
+    """
+    volumes = load_volumes(subject_id, files)
+    try:
+        return volumes, preprocess_volumes(volumes, settings)
+    except ValueError as exc:
+        raise InputError(subject_id, files["flair"], str(exc)) from exc
+
+
 def _process_subject(job: _Job):
     """Worker: load, check and preprocess one subject, write its slices; return rows or the error message."""
     subject = job.subject
     try:
-        volumes = load_subject(subject, job.suffixes)
-        bag = preprocess_volumes(volumes, job.settings)
+        volumes, bag = preprocess_case(subject.subject_id, resolve_files(subject, job.suffixes), job.settings)
     except InputError as exc:
         return subject, str(exc), None
-    except ValueError as exc:
-        return subject, str(InputError(subject.subject_id, subject.directory, str(exc))), None
     np.save(job.out_dir / SLICE_DIR / f"{subject.subject_id}.npy", bag.slices)
     row = {
         "subject_id": subject.subject_id,

@@ -65,6 +65,35 @@ CONTRAST = {
 GAIN_RANGE = {"flair": (300.0, 700.0), "t1": (300.0, 900.0), "t1ce": (300.0, 1100.0), "t2": (400.0, 1600.0)}
 
 
+@dataclass(frozen=True)
+class Acquisition:
+    """How one site's scanners image its patients; the defaults are the built-in cohort's.
+
+    contrast: tissue contrast relative to :data:`CONTRAST`. Each modality's tissue signals move towards
+        (< 1) or away from (> 1) their mean over tissues, as another sequence or field strength would.
+    bias: range (uniform) of the bias field's log-scale amplitude, per modality.
+    noise: range (uniform) of the Rician noise std, relative to the gain.
+    The voxel size comes from the cohort's ``shape`` (the field of view is fixed).
+    """
+
+    contrast: float = 1.0
+    bias: tuple[float, float] = (0.04, 0.14)
+    noise: tuple[float, float] = (0.015, 0.04)
+
+    def tissue_contrast(self) -> dict[str, tuple[float, ...]]:
+        """:data:`CONTRAST` after ``contrast``: relative signal of each tissue per modality (flair, t1, t1ce, t2)."""
+        if self.contrast == 1.0:  # exactly the built-in table: the default cohort stays byte-identical
+            return CONTRAST
+        mean = np.mean(list(CONTRAST.values()), axis=0)
+        return {
+            name: tuple(float(m + self.contrast * (v - m)) for v, m in zip(values, mean))
+            for name, values in CONTRAST.items()
+        }
+
+
+BUILT_IN_SITE = Acquisition()
+
+
 # -- grid and random fields ------------------------------------------------------------------
 
 
@@ -522,13 +551,13 @@ class Scanner:
     texture: float
 
 
-def sample_scanner(rng: np.random.Generator) -> Scanner:
+def sample_scanner(rng: np.random.Generator, acquisition: Acquisition = BUILT_IN_SITE) -> Scanner:
     """Draw gains, bias-field strengths and noise level for the four modalities."""
     gain = np.array([rng.uniform(*GAIN_RANGE[m]) for m in MODALITIES])
     return Scanner(
         gain=gain,
-        bias=rng.uniform(0.04, 0.14, size=4),
-        noise=rng.uniform(0.015, 0.04),
+        bias=rng.uniform(*acquisition.bias, size=4),
+        noise=rng.uniform(*acquisition.noise),
         texture=rng.uniform(0.015, 0.03),
     )
 
@@ -541,6 +570,7 @@ def render(
     texture: np.ndarray,
     bias_fields: list[np.ndarray],
     rng: np.random.Generator,
+    contrast: dict[str, tuple[float, ...]] = CONTRAST,
 ) -> np.ndarray:
     """The four noisy, bias-corrupted images on the tissue grid, float32 (4, X, Y, Z).
 
@@ -551,7 +581,7 @@ def render(
     box = lesion.box
     images = np.empty((4, *tissue.brain.shape), dtype=np.float32)
     for m in range(4):
-        c = {name: values[m] for name, values in CONTRAST.items()}
+        c = {name: values[m] for name, values in contrast.items()}
         image = tissue.csf * c["csf"] + tissue.gm * c["gm"] + tissue.wm * c["wm"]
         image *= 1 + scanner.texture * texture
         e = tumour.edema_strength * lesion.edema
@@ -574,7 +604,9 @@ def render(
     return np.where(tissue.mask, np.maximum(images, np.float32(1)), np.float32(0))
 
 
-def synthesize_subject(grade: str, shape, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def synthesize_subject(
+    grade: str, shape, rng: np.random.Generator, acquisition: Acquisition = BUILT_IN_SITE
+) -> tuple[np.ndarray, np.ndarray]:
     """One synthetic patient.
 
     grade: "HGG" or "LGG". shape: (X, Y, Z) voxels over the 240 x 240 x 155 mm field of view.
@@ -588,14 +620,14 @@ def synthesize_subject(grade: str, shape, rng: np.random.Generator) -> tuple[np.
     # One BLAS thread: the matrix products here are small, extra threads slow everything down when the
     # cores are busy (worker processes, other jobs), and a fixed thread count keeps results bit-identical.
     with threadpool_limits(limits=1, user_api="blas"):
-        return _synthesize(grade, shape, rng)
+        return _synthesize(grade, shape, rng, acquisition)
 
 
-def _synthesize(grade: str, shape: tuple[int, int, int], rng: np.random.Generator):
+def _synthesize(grade: str, shape: tuple[int, int, int], rng: np.random.Generator, acquisition: Acquisition):
     full = make_grid(shape)
     head = sample_head(rng)
     tumour = sample_tumour(grade, rng, head)
-    scanner = sample_scanner(rng)
+    scanner = sample_scanner(rng, acquisition)
     # Only the box around the brain is computed: the background is 0 anyway, and the box
     # holds a third of the field of view.
     brain_box = full.box_around(head.centre, head.half_extent())
@@ -606,7 +638,9 @@ def _synthesize(grade: str, shape: tuple[int, int, int], rng: np.random.Generato
     tissue = tissue_fractions(grid, head, surface, folding)
     lesion = lesion_maps(grid, tumour, tissue, rng)
     images = np.zeros((4, *full.shape), dtype=np.float32)
-    images[(slice(None), *brain_box)] = render(tissue, tumour, lesion, scanner, texture, bias_fields, rng)
+    images[(slice(None), *brain_box)] = render(
+        tissue, tumour, lesion, scanner, texture, bias_fields, rng, acquisition.tissue_contrast()
+    )
     seg = np.zeros(full.shape, dtype=np.uint8)
     seg[brain_box][lesion.box] = lesion.seg
     return images, seg
@@ -626,9 +660,9 @@ def _checked_shape(shape) -> tuple[int, int, int]:
 # -- writing ---------------------------------------------------------------------------------
 
 
-def case_name(grade: str, number: int, width: int = 3) -> str:
-    """``SynBraTS_<grade>_<number>``, the number zero-padded to ``width`` digits (1-based)."""
-    return f"{CASE_PREFIX}_{grade}_{number:0{width}d}"
+def case_name(grade: str, number: int, width: int = 3, prefix: str = CASE_PREFIX) -> str:
+    """``<prefix>_<grade>_<number>``, the number zero-padded to ``width`` digits (1-based)."""
+    return f"{prefix}_{grade}_{number:0{width}d}"
 
 
 def subject_seed(seed: int, grade: str, number: int) -> np.random.SeedSequence:
@@ -662,20 +696,30 @@ class _Job:
     seed: int
     shape: tuple[int, int, int]
     root: Path
+    acquisition: Acquisition
 
 
 def _run_job(job: _Job) -> str:
     rng = np.random.default_rng(subject_seed(job.seed, job.grade, job.number))
-    images, seg = synthesize_subject(job.grade, job.shape, rng)
+    images, seg = synthesize_subject(job.grade, job.shape, rng, job.acquisition)
     write_case(job.root / job.grade / job.case, job.case, images, seg)
     return job.case
 
 
 def synthesize_cohort(
-    out_dir, n_hgg: int, n_lgg: int, shape: tuple[int, int, int], seed: int, workers: int = 1, progress: bool = False
+    out_dir,
+    n_hgg: int,
+    n_lgg: int,
+    shape: tuple[int, int, int],
+    seed: int,
+    workers: int = 1,
+    progress: bool = False,
+    acquisition: Acquisition = BUILT_IN_SITE,
+    prefix: str = CASE_PREFIX,
 ) -> list[str]:
     """Write a synthetic cohort in the BraTS 2018 layout under ``out_dir``; return the case names, sorted.
 
+    ``acquisition`` is the site's scanner (:class:`Acquisition`); ``prefix`` starts every case name.
     ``out_dir`` must not exist or be empty. Everything is built in a hidden sibling folder
     (:func:`gliomil.files.atomic_directory`) and renamed into place at the end, so a failure leaves no
     half-written cohort. Output is byte-identical for the same (n_hgg, n_lgg, shape, seed)
@@ -697,6 +741,9 @@ def synthesize_cohort(
         for grade, count in (("HGG", n_hgg), ("LGG", n_lgg)):
             (tmp_dir / grade).mkdir()
             width = max(3, len(str(count)))
-            jobs += [_Job(grade, k, case_name(grade, k, width), int(seed), shape, tmp_dir) for k in range(1, count + 1)]
+            jobs += [
+                _Job(grade, k, case_name(grade, k, width, prefix), int(seed), shape, tmp_dir, acquisition)
+                for k in range(1, count + 1)
+            ]
         cases = list(map_in_workers(_run_job, jobs, workers, progress="synthesize" if progress else None))
     return sorted(cases)

@@ -1,0 +1,66 @@
+"""Stage external: the packaged model on a labelled cohort that training never saw.
+
+Writes metrics/external.json (AUC with DeLong's 95% interval; sensitivity, specificity and balanced accuracy
+at the bundle's threshold with intervals; Brier score, calibration) and plots/external/ (per-patient
+predictions, ROC and calibration tables). By default the cohort is the built-in external site; pointing
+external.root at real data replaces it.
+"""
+
+import _src  # noqa: F401  (first: gliomil from this checkout, see stages/_src.py)
+
+# isort: split
+
+import gliomil.blas  # noqa: F401  (first: pins OpenBLAS kernels before numpy loads, as preprocess does)
+
+# isort: split
+
+from gliomil import params as P
+from gliomil import paths
+from gliomil.brats import find_subjects
+from gliomil.bundle import load_bundle
+from gliomil.errors import GliomilError
+from gliomil.files import write_json, write_text
+from gliomil.inference import default_device, set_threads
+from gliomil.metrics import curve_tables, external_validation
+from gliomil.predict import Case, predict_cases
+from gliomil.stage import run_stage
+from gliomil.vocabulary import LABELS
+
+
+def main():
+    params = P.load_params()
+    root = P.value(params, "external.root")
+    bundle = load_bundle(paths.BUNDLE)
+    set_threads(bundle.inference.threads)
+    cases = [Case(subject) for subject in find_subjects(root, P.value(params, "external.layout"))]
+    table, skipped = predict_cases(
+        bundle, cases, device=default_device(), on_error=P.value(params, "external.on_error")
+    )
+    if table.empty:
+        raise GliomilError(f"{root}: none of the {len(cases)} external cases could be scored")
+    seen = table.loc[table["in_training_cohort"], "subject_id"].tolist()
+    if seen:
+        raise GliomilError(
+            f"{root}: {len(seen)} case(s) have the preprocessed slices of a training patient ({', '.join(seen[:3])}): "
+            f"not an external cohort"
+        )
+    labels, probabilities = table["grade"].map(LABELS).to_numpy(), table["probability"].to_numpy()
+    metrics = external_validation(
+        labels, probabilities, bundle.threshold, P.value(params, "external.n_bootstrap"), P.value(params, "seed")
+    )
+    write_json(paths.EXTERNAL_METRICS, {**metrics, "skipped": len(skipped)})
+    write_text(paths.EXTERNAL_PLOTS / "predictions.csv", table.assign(label=labels).round(6).to_csv(index=False))
+    for name, curve in curve_tables(labels, probabilities).items():
+        if name != "precision_recall":
+            write_text(paths.EXTERNAL_PLOTS / f"{name}.csv", curve.to_csv(index=False))
+    for subject_id, reason in skipped:
+        print(f"skipped {subject_id}: {reason}")
+    print(
+        f"external: {metrics['patients']} patients of {root}: AUC {metrics['auc']:.3f} "
+        f"(95% CI {metrics['auc_ci_low']:.3f}-{metrics['auc_ci_high']:.3f}); balanced accuracy "
+        f"{metrics['at_bundle_threshold']['balanced_accuracy']:.3f} at threshold {bundle.threshold:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)
