@@ -8,6 +8,8 @@ import _src  # noqa: F401  (first: gliomil from this checkout, see stages/_src.p
 
 # isort: split
 
+from dataclasses import asdict
+
 import pandas as pd
 
 from gliomil import params as P
@@ -21,9 +23,11 @@ from gliomil.bundle import (
 )
 from gliomil.preprocess import PreprocessSettings, read_manifest
 from gliomil.stage import run_stage
+from gliomil.train import TrainConfig
 
 # Recorded in the manifest: every param that shaped the models.
 RECORDED = ("seed", "folds", "label_smoothing", "use_class_weights", "data", "preprocess", "split", "train")
+TOP_LEVEL = ("seed", "label_smoothing", "use_class_weights")
 
 
 def main():
@@ -45,7 +49,14 @@ def main():
             eval_chunk=P.value(params, "train.eval_chunk"),
             threads=P.value(params, "train.threads"),
         ),
-        training=training_cohort(read_manifest(paths.PREPROCESSED)),
+        training={
+            **training_cohort(read_manifest(paths.PREPROCESSED)),
+            # The effective training configuration; importing the training code also puts it under the manifest's
+            # code hash (gliomil.bundle.code_version), as it is under this stage's deps.
+            "config": asdict(
+                TrainConfig.from_settings({key: P.value(params, key) for key in TOP_LEVEL}, P.section(params, "train"))
+            ),
+        },
         params={key: P.value(params, key) if key in P.SPEC else P.section(params, key) for key in RECORDED},
     )
     write_bundle(paths.BUNDLE, {k: paths.fold_model(k) / "best.pt" for k in folds}, manifest)

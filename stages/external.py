@@ -24,20 +24,23 @@ from gliomil.inference import default_device, set_threads
 from gliomil.metrics import curve_tables, external_validation
 from gliomil.predict import Case, predict_cases
 from gliomil.stage import run_stage
-from gliomil.vocabulary import LABELS
+from gliomil.vocabulary import GRADES, LABELS
 
 
 def main():
     params = P.load_params()
     root = P.value(params, "external.root")
-    bundle = load_bundle(paths.BUNDLE)
+    device = default_device()
+    bundle = load_bundle(paths.BUNDLE, device)
     set_threads(bundle.inference.threads)
     cases = [Case(subject) for subject in find_subjects(root, P.value(params, "external.layout"))]
-    table, skipped = predict_cases(
-        bundle, cases, device=default_device(), on_error=P.value(params, "external.on_error")
-    )
-    if table.empty:
-        raise GliomilError(f"{root}: none of the {len(cases)} external cases could be scored")
+    table, skipped = predict_cases(bundle, cases, device=device, on_error=P.value(params, "external.on_error"))
+    counts = table["grade"].value_counts() if not table.empty else {}
+    if min(counts.get(grade, 0) for grade in GRADES) < 2:
+        raise GliomilError(
+            f"{root}: external validation needs at least 2 scored patients of each grade; got "
+            f"{', '.join(f'{counts.get(grade, 0)} {grade}' for grade in GRADES)} ({len(skipped)} skipped)"
+        )
     seen = table.loc[table["in_training_cohort"], "subject_id"].tolist()
     if seen:
         raise GliomilError(

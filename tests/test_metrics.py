@@ -136,6 +136,13 @@ def test_calibration_slope_recovers_known_miscalibration():
     assert shifted["slope"] == pytest.approx(1, abs=0.05) and shifted["intercept"] == pytest.approx(-1, abs=0.06)
 
 
+def test_calibration_in_the_large_by_hand():
+    # One predicted probability for everybody: the intercept moves its logit onto the observed rate's logit.
+    labels = np.array([1, 1, 1, 0, 0, 0, 0, 0, 0, 0])  # observed rate 0.3
+    intercept = calibration_fit(labels, np.full(10, 0.6))["intercept"]
+    assert intercept == pytest.approx(math.log(0.3 / 0.7) - math.log(0.6 / 0.4), abs=1e-9)
+
+
 def test_external_validation_counts_and_intervals():
     m = external_validation(LABELS, PROBS, threshold=0.5, n_bootstrap=500, seed=0)
     # at 0.5: HGG 0.9, 0.8, 0.6 detected (3/4), LGG 0.2, 0.1 correct (2/3)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import (
     DVC,
     dvc,
@@ -23,6 +24,8 @@ from conftest import (
 
 from gliomil.brats import Subject, resolve_files
 from gliomil.bundle import load_bundle
+from gliomil.inference import autocast_dtype, score_bags
+from gliomil.predict import Case, predict_cases
 from gliomil.preprocess import preprocess_case
 
 pytestmark = pytest.mark.slow
@@ -153,10 +156,17 @@ def _predict_reproduces_preprocess_and_evaluate(repo: Path) -> None:
         == pd.read_csv(repo / "plots/eval/fold_2/predictions.csv").set_index("subject_id").loc[subject, "probability"]
     )
 
+    # In one process: predict's path from the NIfTI files gives the stored slices, and the fold model's probability
+    # exactly as evaluate computes it (score_bags on the stored bag).
     bundle = load_bundle(repo / "bundle")
+    table, _ = predict_cases(bundle, [Case(Subject(subject, None, subject, case))], device=torch.device("cpu"))
     _, bag = preprocess_case(subject, resolve_files(Subject(subject, None, subject, case)), bundle.preprocess)
     stored = np.load(repo / f"data/preprocessed/slices/{subject}.npy")
     assert bag.slices.dtype == stored.dtype and np.array_equal(bag.slices.view(np.uint16), stored.view(np.uint16))
+    dtype = autocast_dtype(torch.device("cpu"), bundle.inference.amp)
+    for fold, model in bundle.models.items():
+        evaluated = score_bags(model, [stored], torch.device("cpu"), bundle.inference.eval_chunk, dtype)
+        assert table[f"probability_fold_{fold}"].iloc[0] == float(evaluated.probabilities[0]), fold
 
 
 def test_bad_subject_fails_with_one_line_and_leaves_no_output(pipeline_repo):

@@ -351,3 +351,52 @@ def test_readme_documents_every_output_column():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     for column, meaning in COLUMNS.items():
         assert f"| `{column}` | {meaning} |" in readme, column
+
+
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        (lambda m: m.pop("threshold"), "missing threshold.value"),
+        (lambda m: m["inference"].update(amp="yes"), "inference.amp must be bool"),
+        (lambda m: m.update(labels={"LGG": 1, "HGG": 0}), "labels"),
+        (lambda m: m["input"].update(modalities=["t1", "t2"]), "modalities"),
+        (lambda m: m["prediction"].update(per_model="bag_stream"), "the model predicts by 'both_streams'"),
+        (lambda m: m.update(models=[]), "models must list"),
+    ],
+)
+def test_a_broken_manifest_is_one_line(tmp_path, bundle_dir, damage, words):
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    damage(manifest)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(GliomilError) as caught:
+        load_bundle(copy)
+    assert words in str(caught.value) and "\n" not in str(caught.value)
+    (copy / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(GliomilError, match="a manifest is a JSON object"):
+        load_bundle(copy)
+
+
+def test_out_folder_must_not_replace_or_hold_the_input_or_the_bundle(tmp_path, bundle_dir, volumes):
+    images, seg = volumes["LGG_1"]
+    case = write_case(tmp_path / "cases" / "C", "C", images, seg)
+    for out in (case, tmp_path / "cases", case / "predictions", bundle_dir):
+        with pytest.raises(GliomilError, match="--out must be a new folder outside"):
+            main([str(case), "--bundle", str(bundle_dir), "--out", str(out), "--overwrite"])
+    assert (case / "C_flair.nii.gz").is_file() and (bundle_dir / "manifest.json").is_file()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(GliomilError, match="is a file"):
+        main([str(case), "--bundle", str(bundle_dir), "--out", str(tmp_path / "file")])
+    files = [arg for key in MODALITIES for arg in (f"--{key}", case / f"C_{key}.nii.gz")]
+    with pytest.raises(GliomilError, match="is not a plain folder name"):
+        main([*map(str, files), "--case-id", "../escaped", "--bundle", str(bundle_dir), "--out", str(tmp_path / "o")])
+
+
+def test_labels_csv_without_grades_lists_cases_to_score(tmp_path, bundle_dir, volumes):
+    images, seg = volumes["HGG_1"]
+    root = tmp_path / "tree"
+    write_case(root / "A", "A", images, None)
+    (root / "labels.csv").write_text("subject_id\nA\n")
+    table = predict([root, "--bundle", bundle_dir], tmp_path / "out")
+    assert list(table["subject_id"]) == ["A"] and table["grade"].isna().all()

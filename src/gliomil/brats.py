@@ -214,15 +214,19 @@ def _group_patients(subject_ids: list[str], linking_ids: list[list[str]]) -> lis
     return [smallest[group_of(row)] for row in range(len(subject_ids))]
 
 
+def check_case_id(name: str, source) -> None:
+    """A subject id becomes a file and folder name, so it must be a plain name that stays where it is put."""
+    if name in ("", ".", "..") or "/" in name or "\\" in name:
+        raise GliomilError(f"{source}: subject id {name!r} is not a plain folder name")
+
+
 def _validated(subjects: list[Subject], source: Path) -> list[Subject]:
     """``subjects`` sorted by id, after checking ids and grades; ``source`` names the origin."""
     if not subjects:
         raise GliomilError(f"no subjects found in {source}")
     for subject in subjects:
         name = subject.subject_id
-        # The id becomes a folder name, so it must not reach outside the data root.
-        if name in ("", ".", "..") or "/" in name or "\\" in name:
-            raise GliomilError(f"{source}: subject id {name!r} is not a plain folder name")
+        check_case_id(name, source)
         if subject.grade is not None and subject.grade not in GRADES:
             raise GliomilError(f"{source}: subject {name} has grade {subject.grade!r}; expected HGG or LGG")
     duplicates = sorted(name for name, count in Counter(s.subject_id for s in subjects).items() if count > 1)
@@ -234,7 +238,8 @@ def _validated(subjects: list[Subject], source: Path) -> list[Subject]:
 def find_cases(root, layout: str = "auto", suffixes: dict[str, str] = DEFAULT_SUFFIXES) -> list[Subject]:
     """Cases to score under ``root``, sorted by id; a grade only where the folder gives one.
 
-    A labelled layout (see :func:`find_subjects`) is read as such. Otherwise, with layout auto: the
+    A labelled layout (see :func:`find_subjects`) is read as such; a ``labels.csv`` without a ``grade`` column
+    lists cases whose grade is unknown. Otherwise, with layout auto: the
     ``<case>_<flair suffix>.nii[.gz]`` files directly in ``root`` name its cases (one case folder, or loose
     files of several cases); failing that, every non-hidden sub-folder of ``root`` is one case, named by
     its flair file (or by the folder when it has none, which :func:`resolve_files` then reports).
@@ -242,6 +247,11 @@ def find_cases(root, layout: str = "auto", suffixes: dict[str, str] = DEFAULT_SU
     root = Path(root)
     if not root.is_dir():
         raise GliomilError(f"{root} does not exist or is not a folder")
+    labels = root / LABELS_FILE
+    if layout in ("auto", "csv") and labels.is_file():
+        table = _read_table(labels, ("subject_id",))
+        if "grade" not in table.columns:  # a list of cases to score, grades unknown
+            return _validated([Subject(s, None, s, root / s) for s in table["subject_id"]], labels)
     if layout != "auto" or any((root / name).exists() for name in (NAME_MAPPING, LABELS_FILE, *GRADES)):
         return find_subjects(root, layout)
     check_suffixes(suffixes)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import platform
 import shutil
 import sys
@@ -27,6 +28,7 @@ import pandas as pd
 import torch
 
 from . import __version__
+from .brats import SUFFIX_KEYS
 from .errors import GliomilError
 from .files import atomic_directory
 from .inference import load_checkpoint
@@ -41,9 +43,9 @@ MANIFEST = "manifest.json"
 PACKAGES = ("torch", "numpy", "scipy", "nibabel", "scikit-learn", "pandas")
 THRESHOLD_METHOD = (
     "Youden's J (sensitivity + specificity - 1, ties to the highest threshold) on the pooled inner-validation "
-    "predictions: each fold's model scored its own inner-validation patients, which it was not trained on and "
-    "which are not held-out patients of the cross-validation. Applied to the ensemble probability (the mean over "
-    "folds), which is a little less spread than one model's."
+    "predictions: each fold's model scored its own inner-validation patients, which it was not trained on (they "
+    "chose its best epoch) and which are not held-out patients of the cross-validation. Applied to the ensemble "
+    "probability (the mean over folds), which is a little less spread than one model's."
 )
 
 
@@ -123,8 +125,8 @@ def training_cohort(manifest: pd.DataFrame) -> dict:
 
 def code_version() -> dict:
     """The gliomil version, and a SHA-256 over the source of every gliomil module loaded in this process (names
-    and bytes, in name order). In the bundle stage those are exactly its code deps in ``dvc.yaml``; the training
-    code of each model is pinned by ``dvc.lock``."""
+    and bytes, in name order). In the bundle stage those are exactly its code deps in ``dvc.yaml``: the training
+    loop, the model, the data and preprocessing code among them. (``dvc.lock`` pins each train stage's own.)"""
     modules = sorted(name for name in sys.modules if name.startswith("gliomil."))
     digest = hashlib.sha256()
     for name in modules:
@@ -210,8 +212,65 @@ def write_bundle(directory: str | Path, checkpoints: dict[int, Path], manifest: 
         (tmp / MANIFEST).write_text(json.dumps({**manifest, "models": models}, indent=2) + "\n")
 
 
+#: What :func:`load_bundle` needs from a manifest, and of which type.
+REQUIRED = {
+    "labels": dict,
+    "input.modalities": list,
+    "input.suffixes": dict,
+    "preprocess.image_size": int,
+    "preprocess.clip_percentiles": list,
+    "preprocess.min_brain_fraction": (int, float),
+    "prediction.per_model": str,
+    "threshold.value": (int, float),
+    "inference.amp": bool,
+    "inference.eval_chunk": int,
+    "inference.threads": int,
+    "training.cohort_sha256": str,
+    "training.subject_content_sha256": list,
+    "models": list,
+}
+
+
+def _field(manifest: dict, key: str, kind, path: Path):
+    """The manifest's value at dotted ``key``; GliomilError (one line) if it is missing or not of ``kind``."""
+    node = manifest
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise GliomilError(f"{path}: missing {key}")
+        node = node[part]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(node, kinds) or (isinstance(node, bool) and bool not in kinds):
+        raise GliomilError(f"{path}: {key} must be {' or '.join(k.__name__ for k in kinds)}, got {node!r}")
+    return node
+
+
+def _check_manifest(manifest, path: Path) -> None:
+    """Everything scoring relies on is there, of the right type, and means what this code means by it."""
+    if not isinstance(manifest, dict):
+        raise GliomilError(f"{path}: a manifest is a JSON object")
+    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+        raise GliomilError(
+            f"{path}: not a {FORMAT} version {FORMAT_VERSION} manifest "
+            f"(format {manifest.get('format')!r}, version {manifest.get('format_version')!r})"
+        )
+    for key, kind in REQUIRED.items():
+        _field(manifest, key, kind, path)
+    if manifest["labels"] != {grade: LABELS[grade] for grade in GRADES}:
+        raise GliomilError(f"{path}: labels {manifest['labels']} differ from this code's {dict(LABELS)}")
+    if manifest["input"]["modalities"] != list(MODALITIES):
+        raise GliomilError(f"{path}: modalities {manifest['input']['modalities']} differ from {list(MODALITIES)}")
+    missing = [key for key in SUFFIX_KEYS if not isinstance(manifest["input"]["suffixes"].get(key), str)]
+    if missing:
+        raise GliomilError(f"{path}: input.suffixes lacks {', '.join(missing)}")
+    if not manifest["models"] or not all(
+        isinstance(entry, dict) and {"fold", "file", "sha256"} <= set(entry) for entry in manifest["models"]
+    ):
+        raise GliomilError(f"{path}: models must list at least one {{fold, file, sha256}} entry")
+
+
 def load_bundle(directory: str | Path, device: str | torch.device = "cpu") -> Bundle:
-    """Read and check a bundle; every problem is a :class:`GliomilError` of one line naming the file."""
+    """Read and check a bundle, its models on ``device``; every problem is a :class:`GliomilError` of one line
+    naming the file."""
     directory = Path(directory)
     path = directory / MANIFEST
     if not path.is_file():
@@ -220,17 +279,22 @@ def load_bundle(directory: str | Path, device: str | torch.device = "cpu") -> Bu
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise GliomilError(f"{path}: not a valid manifest ({exc})") from None
-    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
-        raise GliomilError(
-            f"{path}: not a {FORMAT} version {FORMAT_VERSION} manifest "
-            f"(format {manifest.get('format')!r}, version {manifest.get('format_version')!r})"
-        )
+    _check_manifest(manifest, path)
     models = {}
     for entry in manifest["models"]:
-        file = directory / entry["file"]
+        file = directory / str(entry["file"])
         if not file.is_file():
             raise GliomilError(f"{file}: model file of fold {entry['fold']} is missing")
         if file_sha256(file) != entry["sha256"]:
             raise GliomilError(f"{file}: SHA-256 differs from the manifest's (corrupted or replaced)")
-        models[int(entry["fold"])], _ = load_checkpoint(file, device)
+        try:
+            model, _ = load_checkpoint(file, device)
+        except (RuntimeError, KeyError, TypeError, ValueError, pickle.UnpicklingError) as exc:
+            raise GliomilError(f"{file}: not a gliomil checkpoint ({' '.join(str(exc).split())[:200]})") from None
+        if model.prediction != manifest["prediction"]["per_model"]:
+            raise GliomilError(
+                f"{file}: the model predicts by {model.prediction!r}, the manifest says "
+                f"{manifest['prediction']['per_model']!r}"
+            )
+        models[int(entry["fold"])] = model
     return Bundle(directory, manifest, models)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import brentq
+from scipy.special import expit
 from scipy.stats import binomtest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
@@ -157,18 +159,25 @@ def proportion_with_ci(successes: int, trials: int, level: float = 0.95) -> dict
 
 
 def calibration_fit(labels: np.ndarray, probabilities: np.ndarray) -> dict:
-    """Calibration slope and intercept (Cox 1958): the logistic regression of the label on logit(probability).
+    """How well probabilities match outcomes on a cohort (Van Calster et al. 2019, BMC Medicine 17:230).
 
-    A calibrated model has slope 1 and intercept 0; slope < 1 means too extreme probabilities (typical when a
-    model meets another scanner), > 1 too timid. Probabilities are clipped to [1e-6, 1 - 1e-6] before the logit.
-    Also the calibration in the large: mean predicted probability against the observed HGG rate.
+    slope: the coefficient of the logistic regression of the label on logit(probability) (Cox 1958): 1 when
+        calibrated, < 1 when probabilities are too extreme (typical on another site), > 1 when too timid.
+    intercept: calibration in the large, the intercept ``a`` of ``logit P(HGG) = a + logit(probability)`` with the
+        slope fixed at 1 (the root of sum(label - expit(a + logit p)) = 0): 0 when calibrated, < 0 when the
+        predicted risks are too high on average.
+    Probabilities are clipped to [1e-6, 1 - 1e-6] before the logit. Needs both classes. Also the mean
+    predicted probability and the observed HGG rate.
     """
+    labels = np.asarray(labels, dtype=np.float64)
     clipped = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-6, 1 - 1e-6)
     logit = np.log(clipped / (1 - clipped))
-    fit = LogisticRegression(C=np.inf).fit(logit[:, None], labels)
+    slope = LogisticRegression(C=np.inf).fit(logit[:, None], labels.astype(int)).coef_[0, 0]
+    # sum(label - expit(a + logit)) falls from sum(labels) > 0 to sum(labels) - n < 0 as a goes from -40 to 40.
+    intercept = brentq(lambda a: np.sum(labels - expit(a + logit)), -40.0, 40.0, xtol=1e-12)
     return {
-        "slope": float(fit.coef_[0, 0]),
-        "intercept": float(fit.intercept_[0]),
+        "slope": float(slope),
+        "intercept": float(intercept),
         "mean_probability": float(np.mean(probabilities)),
         "observed_hgg_rate": float(np.mean(labels)),
     }

@@ -98,23 +98,23 @@ def plot_attention_montage(
     attention: np.ndarray,
     instance_probability: np.ndarray,
     slice_numbers: np.ndarray,
+    attended: list[int],
+    critical: int,
     tumour: np.ndarray | None,
     path: Path,
     title: str,
-    top: int = 3,
 ) -> None:
-    """The ``top`` most attended slices of one bag (and the critical slice when it is not among them): FLAIR above
-    T1ce, each titled with its slice number, attention and instance score; below, attention and instance score
-    over every slice.
+    """The ``attended`` slices of one bag (and the ``critical`` one when it is not among them): FLAIR above T1ce,
+    each titled with its slice number, attention and instance score; below, attention and instance score over
+    every slice.
 
     slices: (S, 4, H, W) in MODALITIES order, stored (x, y) in RAS, drawn in radiological view (patient's right on
     the left). attention, instance_probability: (S,). slice_numbers: (S,) what to call each slice (the input
-    volume's axial index). tumour: (S, H, W) in [0, 1] or None; its 0.5 outline is drawn.
+    volume's axial index). attended, critical: bag indices. tumour: (S, H, W) in [0, 1] or None; its 0.5 outline
+    is drawn.
     """
-    critical = int(np.argmax(instance_probability))
-    chosen = list(np.argsort(-attention, kind="stable")[:top])
-    if critical not in chosen:
-        chosen.append(critical)
+    top = len(attended)
+    chosen = [*attended, critical] if critical not in attended else list(attended)
     fig = plt.figure(figsize=(2.7 * len(chosen) + 0.6, 6.6))
     grid = fig.add_gridspec(3, len(chosen), height_ratios=[1, 1, 0.8])
     for column, index in enumerate(chosen):

@@ -36,7 +36,7 @@ from scipy.special import expit
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from .brats import SEGMENTATION, SUFFIX_KEYS, Subject, find_cases, resolve_files
+from .brats import SEGMENTATION, SUFFIX_KEYS, Subject, check_case_id, find_cases, resolve_files
 from .bundle import Bundle, load_bundle
 from .errors import GliomilError, InputError
 from .files import atomic_directory, write_text
@@ -45,6 +45,8 @@ from .plots import plot_attention_montage
 from .preprocess import SliceBag, content_hash, preprocess_case
 from .stage import run_stage
 from .vocabulary import GRADES, LABELS, LAYOUTS, MODALITIES
+
+MAX_TOP = 10  # most attended slices reported and drawn, at most
 
 #: What each column of predictions.csv means (the README's table is this one).
 COLUMNS = {
@@ -94,6 +96,15 @@ class CaseScores:
     def mean_instance_probability(self) -> np.ndarray:
         return self.instance_probabilities.astype(np.float64).mean(axis=0)
 
+    @property
+    def critical(self) -> int:
+        """Bag index of the slice with the highest mean instance score (DSMIL's critical instance)."""
+        return int(np.argmax(self.mean_instance_probability))
+
+    def most_attended(self, top: int) -> np.ndarray:
+        """Bag indices of the ``top`` slices with the highest mean attention, most attended first."""
+        return np.argsort(-self.mean_attention, kind="stable")[:top]
+
 
 def score_case(bundle: Bundle, slices: np.ndarray, device: torch.device, dtype: torch.dtype | None) -> CaseScores:
     """Score one bag (float16 (S, 4, H, W), as preprocessing stores it) with every fold model of ``bundle``,
@@ -117,7 +128,6 @@ def prediction_row(case: Case, bag: SliceBag, scores: CaseScores, stored_z: np.n
     threshold = bundle.threshold
     probability = scores.probability
     decision = probability >= threshold
-    attended = np.argsort(-scores.mean_attention, kind="stable")[:top]
     row = {
         "subject_id": case.subject.subject_id,
         "grade": case.subject.grade or "",
@@ -130,8 +140,8 @@ def prediction_row(case: Case, bag: SliceBag, scores: CaseScores, stored_z: np.n
     for fold, value in zip(sorted(bundle.models), scores.fold_probabilities):
         row[f"probability_fold_{fold}"] = float(value)
     row.update(
-        critical_slice=int(stored_z[int(np.argmax(scores.mean_instance_probability))]),
-        most_attended_slices=" ".join(str(int(stored_z[i])) for i in attended),
+        critical_slice=int(stored_z[scores.critical]),
+        most_attended_slices=" ".join(str(int(stored_z[i])) for i in scores.most_attended(top)),
         n_slices=len(bag.slices),
         in_training_cohort=content_hash(bag.slices) in bundle.training_content_hashes,
     )
@@ -179,10 +189,11 @@ def predict_cases(
                 scores.mean_attention,
                 scores.mean_instance_probability,
                 stored_z,
+                list(scores.most_attended(top)),
+                scores.critical,
                 tumour_planes(volumes.seg, bag) if volumes.seg is not None else None,
                 montage_dir / f"{subject_id}.png",
                 f"{subject_id}: P(HGG) {row['probability']:.3f} -> {row['decision']} at {bundle.threshold:.3f}",
-                top=top,
             )
         rows.append(row)
         del volumes, bag
@@ -198,6 +209,7 @@ def loose_case(files: dict[str, Path | None], case_id: str | None, flair_suffix:
     flair = files["flair"]
     if case_id is None:
         case_id = flair.name.removesuffix(".gz").removesuffix(".nii").removesuffix(f"_{flair_suffix}")
+    check_case_id(case_id, "--case-id")
     given = {key: Path(path) for key, path in files.items() if path is not None}
     for key in SUFFIX_KEYS:
         if key in given and not given[key].is_file():
@@ -229,27 +241,43 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     missing = [f"--{key}" for key in MODALITIES if getattr(args, key) is None]
     if explicit and missing:
         parser.error(f"missing {', '.join(missing)}")
-    if args.top < 1:
-        parser.error("--top must be at least 1")
+    if not 1 <= args.top <= MAX_TOP:
+        parser.error(f"--top must be between 1 and {MAX_TOP}")
     return args
+
+
+def check_out_folder(out: Path, overwrite: bool, keep: list[Path]) -> None:
+    """Refuse an ``out`` that is a file, holds something (unless ``overwrite``), or would replace or be read as
+    one of the ``keep`` paths (the input, its files, the bundle)."""
+    if out.exists() and not out.is_dir():
+        raise GliomilError(f"{out}: is a file; --out must be a folder")
+    resolved = out.resolve()
+    for path in keep:
+        path = path.resolve()
+        if resolved == path or resolved in path.parents or path in resolved.parents:
+            raise GliomilError(f"{out}: --out must be a new folder outside {path} and not contain it")
+    if out.exists() and not overwrite and any(out.iterdir()):
+        raise GliomilError(f"{out}: already exists and is not empty; choose another --out or pass --overwrite")
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    bundle = load_bundle(args.bundle)
+    device = default_device()
+    bundle = load_bundle(args.bundle, device)
+    given = {key: getattr(args, key) for key in (*MODALITIES, SEGMENTATION)}
     if args.input is not None:
         cases = [Case(subject) for subject in find_cases(args.input, args.layout, bundle.suffixes)]
+        inputs = [args.input]
     else:
-        given = {key: getattr(args, key) for key in (*MODALITIES, SEGMENTATION)}
         cases = [loose_case(given, args.case_id, bundle.suffixes["flair"])]
+        inputs = [path for path in given.values() if path is not None]
     out = args.out
-    if out.exists() and not args.overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise GliomilError(f"{out}: already exists and is not empty; choose another --out or pass --overwrite")
+    check_out_folder(out, args.overwrite, [*inputs, args.bundle])
     set_threads(bundle.inference.threads if args.threads is None else args.threads)
     with atomic_directory(out) as tmp:
         montages = None if args.no_montage else tmp / "montages"
         table, skipped = predict_cases(
-            bundle, cases, device=default_device(), on_error=args.on_error, montage_dir=montages, top=args.top
+            bundle, cases, device=device, on_error=args.on_error, montage_dir=montages, top=args.top
         )
         if table.empty:
             raise GliomilError(f"none of the {len(cases)} case(s) could be scored; reasons: {skipped[0][1]} ...")
