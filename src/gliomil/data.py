@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import interrupts
 from .errors import GliomilError
-from .preprocess import load_bag, read_manifest, read_slice_table
+from .preprocess import load_verified_bag, read_manifest, read_slice_table
 
 
 @dataclass
@@ -37,7 +38,11 @@ class BagSet:
         manifest: pd.DataFrame | None = None,
         slice_table: pd.DataFrame | None = None,
     ) -> BagSet:
-        """Read the subjects' slices fully into memory (a fold's training set is a few hundred MB at most)."""
+        """Read the subjects' slices fully into memory (a fold's training set is a few hundred MB at most).
+
+        Each subject's array is checked against the manifest's SHA-256 before it is used: a corrupted or
+        truncated slice file raises :class:`GliomilError` naming the subject and the file
+        (:func:`gliomil.preprocess.load_verified_bag`)."""
         manifest = read_manifest(preprocessed_dir) if manifest is None else manifest
         slice_table = read_slice_table(preprocessed_dir) if slice_table is None else slice_table
         by_id = manifest.set_index("subject_id")
@@ -50,7 +55,8 @@ class BagSet:
         per_slice = {sid: rows for sid, rows in slice_table.groupby("subject_id", sort=False)}
         bags, tumour, position = [], [], []
         for sid in subject_ids:
-            bags.append(np.ascontiguousarray(load_bag(preprocessed_dir, sid, mmap=False)))
+            interrupts.check("while loading slices")
+            bags.append(load_verified_bag(preprocessed_dir, sid, by_id.loc[sid, "content_sha256"]))
             rows = per_slice[sid].sort_values("slice")
             tumour.append(rows["tumour_fraction"].to_numpy(dtype=np.float64))
             position.append(rows["position"].to_numpy(dtype=np.float64))

@@ -21,3 +21,33 @@ class InputError(GliomilError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{subject}: {path}: {problem}")
+
+
+class OutputError(GliomilError):
+    """An output could not be written (a full disk, an unwritable folder): ``"<path>: cannot write (<problem>)"``."""
+
+    def __init__(self, path, problem: OSError | str):
+        self.path = str(path)
+        if isinstance(problem, OSError):
+            problem = problem.strerror or str(problem)
+        super().__init__(f"{path}: cannot write ({problem})")
+
+
+class Interrupted(BaseException):
+    """A stage stopped by SIGINT or SIGTERM (at a safe point: :mod:`gliomil.interrupts`).
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` (a figure that failed to draw) can
+    take it for an ordinary error and carry on.
+    """
+
+    def __init__(self, signum: int, where: str = ""):
+        self.signum = signum
+        self.where = where
+        super().__init__(signum, where)
+
+    def __str__(self) -> str:
+        import signal
+
+        name = signal.Signals(self.signum).name
+        where = f" {self.where}" if self.where else ""
+        return f"stopped by {name}{where}; nothing of this stage was recorded: `dvc repro` runs it again"

@@ -14,8 +14,10 @@ import pandas as pd
 import torch
 from scipy.special import expit
 
+from . import interrupts
 from .data import BagSet
 from .diagnostics import batch_diagnostics, summarize
+from .files import write_with
 from .model import DSMIL, ModelConfig
 from .vocabulary import GRADES
 
@@ -67,9 +69,12 @@ def precision_name(dtype: torch.dtype | None) -> str:
 
 
 def save_checkpoint(model: DSMIL, config: ModelConfig, path: Path, **record) -> None:
-    """Weights, the :class:`ModelConfig` that rebuilds them and ``record`` (plain values: fold, epoch, ...)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model.state_dict(), "model_config": asdict(config), **record}, path)
+    """Weights, the :class:`ModelConfig` that rebuilds them and ``record`` (plain values: fold, epoch, ...).
+
+    Serialised in memory, then written atomically: a full disk leaves the previous checkpoint whole and raises
+    :class:`~gliomil.errors.OutputError` (torch.save straight to the file left a torn one and a raw error).
+    """
+    write_with(path, lambda f: torch.save({"model": model.state_dict(), "model_config": asdict(config), **record}, f))
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[DSMIL, dict]:
@@ -134,6 +139,7 @@ def score_bags(
     model.eval()
     parts = []
     for bag in bags:
+        interrupts.check("while scoring")
         slices = torch.from_numpy(np.asarray(bag, dtype=np.float32)).to(device)
         parts.append(BagScores.from_output(model.score_bag(slices, chunk, dtype), model.prediction))
     return BagScores.concat(parts)

@@ -14,13 +14,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay, confusion_matrix  # noqa: E402
 
+from .files import write_with  # noqa: E402
 from .vocabulary import GRADES  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    """Write the figure as PNG atomically (:func:`gliomil.files.write_with`) and close it."""
+    try:
+        write_with(path, lambda f: fig.savefig(f, format="png", dpi=80))
+    finally:
+        plt.close(fig)
 
 
 def plot_learning_curves(history: list[dict], path: Path) -> None:

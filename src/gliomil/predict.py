@@ -36,6 +36,7 @@ from scipy.special import expit
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+from . import interrupts
 from .brats import SEGMENTATION, SUFFIX_KEYS, Subject, check_case_id, find_cases, resolve_files
 from .bundle import Bundle, load_bundle
 from .errors import GliomilError, InputError
@@ -166,6 +167,7 @@ def predict_cases(
     dtype = autocast_dtype(device, bundle.inference.amp)
     rows, skipped = [], []
     for case in tqdm(cases, desc="predict", unit="case", disable=not progress):
+        interrupts.check(f"before case {case.subject.subject_id}")
         subject_id = case.subject.subject_id
         try:
             files = case.files or resolve_files(case.subject, bundle.suffixes, seg_required=False)

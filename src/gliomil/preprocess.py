@@ -359,5 +359,27 @@ def read_slice_table(preprocessed_dir: str | Path) -> pd.DataFrame:
 
 
 def load_bag(preprocessed_dir: str | Path, subject_id: str, mmap: bool = True) -> np.ndarray:
-    """A subject's slices, float16 (S, 4, H, W); memory-mapped by default so reads touch only what is used."""
-    return np.load(Path(preprocessed_dir) / SLICE_DIR / f"{subject_id}.npy", mmap_mode="r" if mmap else None)
+    """A subject's slices, float16 (S, 4, H, W); memory-mapped by default so reads touch only what is used.
+
+    A missing, truncated or unreadable file raises :class:`InputError` naming the subject and the file."""
+    path = Path(preprocessed_dir) / SLICE_DIR / f"{subject_id}.npy"
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        problem = " ".join(str(exc).split())[:160]
+        raise InputError(subject_id, path, f"cannot read ({problem}); `dvc checkout` restores it") from None
+
+
+def load_verified_bag(preprocessed_dir: str | Path, subject_id: str, sha256: str) -> np.ndarray:
+    """A subject's slices read into memory and checked against the manifest's ``sha256`` (:func:`content_hash`).
+
+    Silent corruption (a bad disk, a restore from backup: same size, same timestamp) raises :class:`InputError`
+    instead of being trained on. Costs one SHA-256 pass over the bytes read (``benchmarks/verify_benchmark.py``).
+    """
+    bag = np.ascontiguousarray(load_bag(preprocessed_dir, subject_id, mmap=False))
+    if content_hash(bag) != sha256:
+        path = Path(preprocessed_dir) / SLICE_DIR / f"{subject_id}.npy"
+        raise InputError(
+            subject_id, path, "slices differ from the manifest's SHA-256 (corrupted); `dvc checkout` restores them"
+        )
+    return bag

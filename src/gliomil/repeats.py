@@ -52,10 +52,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import io
 import json
 import math
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -69,7 +67,7 @@ from scipy import stats as sps
 
 from . import paths
 from .errors import GliomilError
-from .files import write_text
+from .files import write_text, write_with
 from .stage import run_stage
 from .stats import CorrectedTTestResult, SignAgreement, corrected_repeated_cv_ttest, holm, sign_agreement, verdict
 
@@ -822,13 +820,8 @@ def plot_deltas(result: RepeatsResult, path: str | Path) -> None:
     axes[0, 0].legend(fontsize=7, loc="best")
     fig.suptitle(f"Before: {result.before_label}  ->  after: {result.after_label}", fontsize=9)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
+    write_with(path, lambda f: fig.savefig(f, format="png", dpi=80))
     plt.close(fig)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_bytes(buffer.getvalue())
-    os.replace(tmp, path)
 
 
 def write_report(result: RepeatsResult, report: str | Path) -> str:

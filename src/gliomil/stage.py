@@ -1,17 +1,30 @@
-"""What every stage entry point shares: one-line errors and the fold argument."""
+"""What every stage entry point shares: one-line errors, signals, the parent's lifetime and the fold argument."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
 
-from .errors import GliomilError
+from . import interrupts
+from .errors import GliomilError, Interrupted
 
 
 def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's ``main``; a :class:`GliomilError` becomes one ``error:`` line on stderr and exit code 1."""
+    """Run a stage's ``main`` as every stage runs.
+
+    It dies with its parent (:func:`gliomil.interrupts.die_with_parent`) and stops on SIGINT/SIGTERM at its next
+    safe point (:mod:`gliomil.interrupts`).
+    A :class:`GliomilError` (a bad input, a failed write) becomes one ``error:`` line on stderr and exit code 1;
+    a signal one line and 128 + its number, as a shell reports it, so ``dvc`` stops the pipeline.
+    """
+    interrupts.die_with_parent()
+    interrupts.install()
     try:
         main()
+        interrupts.check()  # a signal whose exception a finalizer swallowed still fails the stage
+    except Interrupted as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(128 + exc.signum)
     except GliomilError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import interrupts
 from .data import BagSet, draw_bags, epoch_order
 from .diagnostics import LOGGED_KEYS, CollapseThresholds, collapse_warning, detect_collapse
 from .inference import (
@@ -136,8 +137,11 @@ def train_epoch(
     config: TrainConfig,
     device: torch.device,
     dtype: torch.dtype | None,
+    epoch: int = 0,
 ) -> EpochOutput:
-    """One pass over the epoch's patients (:func:`~gliomil.data.epoch_order`), one random bag each."""
+    """One pass over the epoch's patients (:func:`~gliomil.data.epoch_order`), one random bag each.
+
+    A SIGINT/SIGTERM stops it after the current step (:func:`gliomil.interrupts.check`)."""
     model.train()
     losses, parts, tumour, positions, labels_seen = [], [], [], [], []
     order = epoch_order(train_set.labels, rng, config.weighted_sampler)
@@ -155,6 +159,7 @@ def train_epoch(
             labels,
             dtype,
         )
+        interrupts.check(f"during a training step of epoch {epoch}")
         losses.append(loss.item() * len(batch))
         parts.append(BagScores.from_output(out, model.prediction))
         tumour.extend(train_set.tumour_fraction[i][p] for i, p in zip(batch, picks))
@@ -238,7 +243,8 @@ def train_fold(
 ) -> FoldResult:
     """Train one fold and save the best checkpoint (by inner validation) to ``checkpoint_path``.
 
-    ``on_epoch(epoch, logged, val_scores)`` is called after every epoch (logging, plots).
+    ``on_epoch(epoch, logged, val_scores)`` is called after every epoch (logging, plots). A SIGINT or SIGTERM
+    stops training at the next step or epoch end with :class:`~gliomil.errors.Interrupted`.
     Reproducible: the same config, fold and data give a bit-identical checkpoint on one machine.
     """
     started = time.perf_counter()
@@ -261,7 +267,7 @@ def train_fold(
     selection = BestCheckpoint(config.select_metric, config.patience)
     history, collapse_epochs, diagnostics_seconds = [], {"uniform": 0, "one-hot": 0}, 0.0
     for epoch in range(1, config.epochs + 1):
-        seen = train_epoch(model, optimizer, scaler, loss_fn, train_set, rng, config, device, dtype)
+        seen = train_epoch(model, optimizer, scaler, loss_fn, train_set, rng, config, device, dtype, epoch)
         scheduler.step()
         val_scores, val_loss = validate(model, val_set, loss_fn, config, device, dtype)
 
@@ -304,6 +310,7 @@ def train_fold(
         )
         if on_epoch is not None:
             on_epoch(epoch, logged, val_scores)
+        interrupts.check(f"in fold {fold} after epoch {epoch}")
         if selection.should_stop:
             log(
                 f"fold {fold}: early stop after epoch {epoch} (no inner-validation improvement in "

@@ -9,6 +9,8 @@ from typing import TypeVar
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+from . import interrupts
+
 Job = TypeVar("Job")
 Result = TypeVar("Result")
 
@@ -25,9 +27,10 @@ def map_in_workers(
     be picklable by reference (a module-level function). ``progress``, when given, labels a tqdm bar on
     stderr that counts finished jobs (every caller's job is one subject).
 
-    A job's exception is raised here, in job order. Ending early (that exception, or the caller leaving
-    its loop, which closes the iterator) terminates the workers at once, before the caller cleans up
-    what they were writing.
+    Workers die with the caller's process and ignore SIGINT: the caller handles a Ctrl-C (which reaches the
+    whole process group) and ends them. A job's exception is raised here, in job order. Ending early (that
+    exception, or the caller leaving its loop, which closes the iterator) terminates the workers at once,
+    before the caller cleans up what they were writing.
     """
     # One BLAS thread per process, set before the pool forks so workers inherit it: processes give the
     # parallelism (more threads would oversubscribe the cores), and a fixed thread count keeps results
@@ -35,12 +38,13 @@ def map_in_workers(
     with threadpool_limits(limits=1, user_api="blas"):
         pool = None
         if workers > 1 and len(jobs) > 1:
-            pool = multiprocessing.get_context("fork").Pool(min(workers, len(jobs)))
+            pool = multiprocessing.get_context("fork").Pool(min(workers, len(jobs)), interrupts.worker_started)
         # The bar's monitor thread starts after the fork: forking a process with threads is unsafe.
         bar = tqdm(total=len(jobs), desc=progress, unit="subject", disable=progress is None)
         try:
             for result in pool.imap(function, jobs) if pool else map(function, jobs):
                 bar.update()
+                interrupts.check()
                 yield result
         finally:
             bar.close()

@@ -1,0 +1,304 @@
+"""Faults, one process at a time: swallowed interrupts, full disks, corrupted slices, orphans and double writers."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tool_env
+
+from gliomil import interrupts
+from gliomil.brats import find_subjects
+from gliomil.data import BagSet
+from gliomil.errors import GliomilError, InputError, Interrupted, OutputError
+from gliomil.files import exclusive, write_text
+from gliomil.inference import load_checkpoint, save_checkpoint
+from gliomil.model import ModelConfig
+from gliomil.preprocess import PreprocessSettings, preprocess_cohort, read_manifest
+from gliomil.train import TrainConfig, train_fold
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_script(tmp_path: Path, body: str) -> subprocess.Popen:
+    """Start ``python -c`` on ``body`` (dedented) with this checkout's gliomil; stdout and stderr piped."""
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(body))
+    env = tool_env(REPO / "src")
+    env["PYTHONUNBUFFERED"] = "1"
+    return subprocess.Popen(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_for_line(process: subprocess.Popen, text: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if text in line:
+            return
+        assert line or process.poll() is None, f"exited before printing {text!r}: {process.stderr.read()}"
+    raise AssertionError(f"no {text!r} within {timeout} s")
+
+
+# -- signals ----------------------------------------------------------------------------------------------------
+
+
+def test_sigint_during_a_finalizer_still_stops_the_stage(tmp_path):
+    """The lost Ctrl-C of the issue: the signal arrives while a finalizer runs, where Python ignores an exception
+    (KeyboardInterrupt was printed as "Exception ignored" and training went on). The stage stops at its next safe
+    point, with one line and the shell's exit code for SIGINT."""
+    process = run_script(
+        tmp_path,
+        """
+        import gc, time
+        from gliomil import interrupts
+        from gliomil.stage import run_stage
+
+        class Slow:
+            def __del__(self):
+                print("in finalizer", flush=True)
+                time.sleep(1.0)  # the signal lands here
+
+        def main():
+            Slow()
+            gc.collect()
+            for step in range(100):
+                interrupts.check(f"at step {step}")
+                time.sleep(0.05)
+            print("finished")
+
+        run_stage(main)
+        """,
+    )
+    wait_for_line(process, "in finalizer")
+    time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 128 + signal.SIGINT, err
+    assert "finished" not in out and "Traceback" not in err and "Exception ignored" not in err
+    assert err.strip().splitlines() == [
+        "SIGINT received: stopping at the next safe point (again to stop at once)",
+        "error: stopped by SIGINT at step 0; nothing of this stage was recorded: `dvc repro` runs it again",
+    ]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_ends_a_stage_at_its_next_safe_point(tmp_path, signum):
+    process = run_script(
+        tmp_path,
+        """
+        import time
+        from gliomil import interrupts
+        from gliomil.stage import run_stage
+
+        def main():
+            print("working", flush=True)
+            for _ in range(600):
+                time.sleep(0.05)
+                interrupts.check()
+
+        run_stage(main)
+        """,
+    )
+    wait_for_line(process, "working")
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 128 + signum and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"error: stopped by {signal.Signals(signum).name}")
+
+
+def test_a_stage_that_finishes_after_a_signal_still_fails(tmp_path):
+    process = run_script(
+        tmp_path,
+        """
+        import os, signal
+        from gliomil.stage import run_stage
+
+        def main():
+            os.kill(os.getpid(), signal.SIGTERM)  # no safe point after it
+            print("done")
+
+        run_stage(main)
+        """,
+    )
+    out, err = process.communicate(timeout=30)
+    assert out.strip() == "done" and process.returncode == 128 + signal.SIGTERM
+    assert err.strip().splitlines()[-1].startswith("error: stopped by SIGTERM")
+
+
+def test_a_second_signal_stops_at_once(tmp_path):
+    process = run_script(
+        tmp_path,
+        """
+        import time
+        from gliomil.stage import run_stage
+
+        def main():
+            print("working", flush=True)
+            time.sleep(30)  # no safe point
+
+        run_stage(main)
+        """,
+    )
+    wait_for_line(process, "working")
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=10)
+    assert process.returncode == -signal.SIGINT
+
+
+def test_training_stops_at_the_next_safe_point(preprocessed, tmp_path, monkeypatch):
+    bags = BagSet.load(preprocessed, read_manifest(preprocessed)["subject_id"].tolist())
+    config = TrainConfig(epochs=3, bag_size=4, model=ModelConfig(width=4, depth=2), amp=False)
+    monkeypatch.setattr(interrupts, "_received", signal.SIGTERM)
+    with pytest.raises(Interrupted) as caught:
+        train_fold(config, 0, bags, bags, tmp_path / "best.pt", log=lambda _: None)
+    assert "during a training step of epoch 1" in str(caught.value) and not (tmp_path / "best.pt").exists()
+
+
+# -- full disk ----------------------------------------------------------------------------------------------------
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    config = ModelConfig(width=4, depth=2)
+    path = tmp_path / "models" / "best.pt"
+    torch.manual_seed(0)
+    save_checkpoint(config.build(), config, path, epoch=1)
+    before = path.read_bytes()
+
+    real_write = os.write
+
+    def disk_fills(fd, data):  # half the bytes go down, then the disk is full
+        real_write(fd, bytes(data)[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "write", disk_fills)
+    with pytest.raises(OutputError) as caught:
+        save_checkpoint(config.build(), config, path, epoch=2)
+    monkeypatch.undo()
+    assert str(caught.value) == f"{path}: cannot write (No space left on device)"
+    assert path.read_bytes() == before and load_checkpoint(path)[1]["epoch"] == 1
+    assert [p.name for p in path.parent.iterdir()] == ["best.pt"]  # no torn temporary left
+
+
+def test_an_unwritable_folder_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(OutputError, match=r"file/out.json: cannot write \(.*/file is a file, not a folder\)"):
+        write_text(tmp_path / "file" / "out.json", "{}")
+
+
+def test_a_stage_reports_a_failed_write_as_one_line(tmp_path):
+    process = run_script(
+        tmp_path,
+        """
+        from gliomil.files import write_text
+        from gliomil.stage import run_stage
+
+        open("blocker", "w").close()
+        run_stage(lambda: write_text("blocker/metrics.json", "{}"))
+        """,
+    )
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 1
+    assert err.strip() == "error: blocker/metrics.json: cannot write (blocker is a file, not a folder)"
+
+
+# -- corrupted slices -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def preprocessed(tiny_cohort, tmp_path) -> Path:
+    out = tmp_path / "pre"
+    suffixes = {k: k for k in ("flair", "t1", "t1ce", "t2", "seg")}
+    preprocess_cohort(find_subjects(tiny_cohort), out, PreprocessSettings(image_size=16), suffixes, progress=False)
+    return out
+
+
+def test_same_size_same_time_corruption_is_caught_before_training(preprocessed):
+    subject = read_manifest(preprocessed)["subject_id"].iloc[2]
+    path = preprocessed / "slices" / f"{subject}.npy"
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-7] ^= 0x01  # one bit of one slice value
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+    with pytest.raises(InputError) as caught:
+        BagSet.load(preprocessed, [subject])
+    assert str(caught.value) == (
+        f"{subject}: {path}: slices differ from the manifest's SHA-256 (corrupted); `dvc checkout` restores them"
+    )
+
+
+def test_a_truncated_slice_file_names_its_file(preprocessed):
+    subject = read_manifest(preprocessed)["subject_id"].iloc[0]
+    path = preprocessed / "slices" / f"{subject}.npy"
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(InputError) as caught:
+        BagSet.load(preprocessed, [subject])
+    message = str(caught.value)
+    assert message.startswith(f"{subject}: {path}: cannot read (") and "\n" not in message
+
+
+def test_intact_slices_load(preprocessed):
+    ids = read_manifest(preprocessed)["subject_id"].tolist()
+    assert len(BagSet.load(preprocessed, ids)) == len(ids)
+
+
+# -- one writer, and no orphans -----------------------------------------------------------------------------------
+
+
+def test_a_second_writer_of_the_same_fold_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with exclusive("train-fold_0", "fold 0"):
+        with pytest.raises(GliomilError, match=rf"fold 0 is being written by another process \(pid {os.getpid()}"):
+            with exclusive("train-fold_0", "fold 0"):
+                pass
+        with exclusive("train-fold_1", "fold 1"):  # another fold is free
+            pass
+    with exclusive("train-fold_0", "fold 0"):  # released
+        pass
+
+
+def test_a_stage_dies_with_its_parent(tmp_path):
+    """The parent (standing in for `dvc`) is killed with SIGKILL; the stage it started must not survive it."""
+    process = run_script(
+        tmp_path,
+        """
+        import subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", "import time\\n"
+            "from gliomil.stage import run_stage\\n"
+            "def main():\\n    print('child ready', flush=True)\\n    time.sleep(60)\\n"
+            "run_stage(main)\\n"], stdout=sys.stdout)
+        print(f"child {child.pid}", flush=True)
+        time.sleep(60)
+        """,
+    )
+    line = process.stdout.readline()
+    child = int(line.split()[1])
+    wait_for_line(process, "child ready")
+    process.kill()
+    process.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(child):
+        time.sleep(0.1)
+    assert not _alive(child), f"stage process {child} outlived its parent"
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by init, counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
