@@ -39,7 +39,7 @@ def main():
     # One writer per fold, and every output built aside and renamed into place at the end: a second process (an
     # orphan of a killed `dvc`) is refused, and a stopped run leaves nothing half-written.
     with (
-        exclusive(f"train-fold_{fold}", f"fold {fold}"),
+        exclusive(paths.fold_lock(fold), f"fold {fold}"),
         atomic_directory(paths.fold_model(fold)) as model_dir,
         atomic_directory(paths.fold_train_figures(fold)) as figures,
         atomic_directory(paths.fold_train_log(fold)) as log_dir,

@@ -156,6 +156,8 @@ def test_src_bootstrap_beats_the_installed_package(tmp_path):
     (tmp_path / "stages/_src.py").write_text((REPO / "stages/_src.py").read_text())
     (tmp_path / "stages/probe.py").write_text("import _src\nimport gliomil\nprint(gliomil.__file__)\n")
     (tmp_path / "src/gliomil/__init__.py").write_text("")
+    for module in ("interrupts.py", "errors.py"):  # what _src.py itself imports
+        (tmp_path / "src/gliomil" / module).write_text((PACKAGE / module).read_text())
     probe = [sys.executable, "stages/probe.py"]
     shown = subprocess.run(probe, cwd=tmp_path, capture_output=True, text=True, check=True)
     assert shown.stdout.strip() == str(tmp_path / "src/gliomil/__init__.py")

@@ -115,7 +115,7 @@ def test_ctrl_c_at_20_moments_of_a_fold_always_stops_and_repro_then_finishes_ide
     assert any(path.startswith("models/fold_0/") for path in reference)
 
     for epoch, delay in MOMENTS:
-        process = start(repo, "repro", "--force", "--single-item", "train@0")
+        process = start(repo, "repro", "--force", "--single-item", "train@0", "evaluate@0")
         read_until(process, f"fold 0 epoch {epoch:3d}:")
         time.sleep(delay)
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
@@ -123,6 +123,7 @@ def test_ctrl_c_at_20_moments_of_a_fold_always_stops_and_repro_then_finishes_ide
         moment = f"epoch {epoch} + {delay} s"
         assert process.returncode != 0, f"{moment}: the pipeline went on\n{output}"
         assert "error: stopped by SIGINT" in output, f"{moment}\n{output}"
+        assert "Running stage 'evaluate@0'" not in output, f"{moment}: the pipeline went on\n{output}"
         assert "Traceback" not in output and "Exception ignored" not in output, f"{moment}\n{output}"
         assert stage_processes(repo) == [], moment
 

@@ -7,7 +7,7 @@ import importlib
 import sys
 
 from . import blas  # noqa: F401  (before anything imports numpy: OpenBLAS kernels as the preprocess stage pins them)
-from .stage import run_stage
+from .stage import run_command
 
 COMMANDS = {
     "predict": ("gliomil.predict", "score new patients with a packaged model"),
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"usage: gliomil COMMAND [ARGS]  (gliomil COMMAND --help)\n\ncommands:\n{listed}", file=sys.stderr)
         sys.exit(0 if argv[:1] in (["-h"], ["--help"]) else 2)
     module = importlib.import_module(COMMANDS[argv[0]][0])
-    run_stage(lambda: module.main(argv[1:]))
+    run_command(lambda: module.main(argv[1:]))
 
 
 if __name__ == "__main__":

@@ -48,7 +48,8 @@ from scipy import stats as sps
 from . import paths
 from .aggregate import StatusRules, fold_statuses
 from .errors import GliomilError
-from .stage import run_stage
+from .files import write_text
+from .stage import run_command
 from .stats import (
     AucCI,
     BootstrapResult,
@@ -618,8 +619,8 @@ def main(argv: list[str] | None = None) -> None:
             "after": args.after,
             "splits": {k: comparison_json(r) for k, r in results.items()},
         }
-        args.json.write_text(json.dumps(document, indent=1) + "\n")
+        write_text(args.json, json.dumps(document, indent=1) + "\n")
 
 
 if __name__ == "__main__":
-    run_stage(lambda: main(sys.argv[1:]))
+    run_command(lambda: main(sys.argv[1:]))

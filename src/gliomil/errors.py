@@ -1,5 +1,7 @@
 """Errors that stages report as one clear line instead of a traceback."""
 
+import re
+
 
 class GliomilError(Exception):
     """A problem the user can fix (bad input, bad params). Its message is one line."""
@@ -27,10 +29,11 @@ class OutputError(GliomilError):
     """An output could not be written (a full disk, an unwritable folder): ``"<path>: cannot write (<problem>)"``."""
 
     def __init__(self, path, problem: OSError | str):
-        self.path = str(path)
+        # A file inside a folder being built (gliomil.files.atomic_directory) is named where it is going.
+        self.path = re.sub(r"\.([^/]+)\.partial-\d+-[0-9a-f]+", r"\1", str(path))
         if isinstance(problem, OSError):
             problem = problem.strerror or str(problem)
-        super().__init__(f"{path}: cannot write ({problem})")
+        super().__init__(f"{self.path}: cannot write ({problem})")
 
 
 class Interrupted(BaseException):

@@ -8,12 +8,10 @@ disk, an unwritable folder) raises :class:`OutputError`, one line naming the tar
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import io
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +26,7 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     On failure the temporary file is removed, ``path`` keeps its old content, and :class:`OutputError` says why.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:12]}")
+    tmp = _partial_name(path)
     if path.parent.exists() and not path.parent.is_dir():
         raise OutputError(path, f"{path.parent} is a file, not a folder")
     try:
@@ -68,32 +66,57 @@ def write_with(path: str | Path, writer) -> None:
     write_bytes(path, buffer.getvalue())
 
 
+def _partial_name(path: Path) -> Path:
+    """A fresh hidden sibling of ``path`` naming this process: ``.<name>.partial-<pid>-<random>``."""
+    return path.with_name(f".{path.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(path: Path) -> None:
+    """Remove the hidden siblings of ``path`` left by processes that died before renaming them into place
+    (a SIGKILL leaves no time to clean up). Those of a live process are left alone."""
+    for stale in path.parent.glob(f".{path.name}.partial-*"):
+        pid = stale.name.rsplit(".partial-", 1)[1].split("-")[0]
+        if not (pid.isdigit() and _pid_alive(int(pid))):
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_directory(path: str | Path) -> Iterator[Path]:
     """Build a folder in a fresh hidden sibling and rename it to ``path`` once the block succeeds.
 
-    Yields the empty sibling ``.<name>.partial-<random>`` (a pattern .gitignore and .dvcignore skip). On success
-    whatever was at ``path`` is removed and the sibling takes its place; on any exception the sibling is removed
-    and ``path`` is left as it was. Siblings left by a killed run (SIGKILL leaves no time to clean up) are
-    removed first: one writer per target at a time, which ``dvc``'s own lock and the per-fold lock
-    (:func:`exclusive`) ensure. A folder that cannot be created or renamed raises :class:`OutputError`.
+    Yields the empty sibling ``.<name>.partial-<pid>-<random>`` (a pattern .gitignore and .dvcignore skip). On
+    success the old ``path``, if any, is renamed aside, the sibling renamed into place, and only then the old
+    one deleted; on any exception the sibling is removed and ``path`` is left as it was. Siblings left by dead
+    processes are removed first (:func:`remove_stale_partials`). A failed write inside the block, or a folder
+    that cannot be created or renamed, raises :class:`OutputError` naming ``path`` (not the hidden sibling).
     """
     path = Path(path)
-    for stale in path.parent.glob(f".{path.name}.partial-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:12]}")
+    tmp = _partial_name(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(path)
         tmp.mkdir()
     except OSError as exc:
         raise OutputError(path, exc) from exc
     try:
         yield tmp
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
+        old = None
+        if path.exists() or path.is_symlink():
+            old = _partial_name(path)
+            os.replace(path, old)
         os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise OutputError(path, exc) from exc
@@ -103,27 +126,26 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
 
 
 @contextmanager
-def exclusive(name: str, what: str) -> Iterator[None]:
-    """Hold the lock ``name`` of this workspace (the current folder) for the block, or raise GliomilError naming
-    ``what`` and the process that holds it.
-
-    An flock on a file under the system's temporary folder, keyed by the workspace's path: two processes writing the
-    same fold of one workspace are refused, other workspaces are not concerned, and a killed holder releases it.
-    """
-    workspace = hashlib.sha256(str(Path.cwd().resolve()).encode()).hexdigest()[:16]
-    path = Path(tempfile.gettempdir()) / "gliomil-locks" / f"{workspace}-{name}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as lock:
+def exclusive(path: str | Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` for the block, or raise GliomilError naming ``what`` and the
+    process that holds it. An flock: a process that dies releases it; keep ``path`` inside the workspace (for
+    example under ``.dvc/tmp``), so that every process writing the workspace sees the same lock."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path, "a+")
+    except OSError as exc:
+        raise GliomilError(f"{path}: cannot open the lock of {what} ({exc.strerror})") from None
+    with lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             lock.seek(0)
-            raise GliomilError(
-                f"{what} is being written by another process ({lock.read().strip()}); wait for it to finish or end it"
-            ) from None
+            holder = lock.read().strip()
+            raise GliomilError(f"{what} is being written by another process ({holder}); wait or end it") from None
         lock.seek(0)
         lock.truncate()
-        lock.write(f"pid {os.getpid()} in {Path.cwd()}")
+        lock.write(f"pid {os.getpid()}")
         lock.flush()
         try:
             yield

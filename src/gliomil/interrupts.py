@@ -21,6 +21,7 @@ from .errors import Interrupted
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_PARENT_AT_START = os.getppid()  # read when gliomil.interrupts is first imported: a stage's first lines
 _received: int | None = None
 
 
@@ -37,9 +38,8 @@ def _handler(signum, frame) -> None:
 
 
 def install() -> None:
-    """Handle SIGINT and SIGTERM in this process (the main thread) as described above."""
-    global _received
-    _received = None
+    """Handle SIGINT and SIGTERM in this process (the main thread) as described above. Calling it again keeps a
+    signal already recorded."""
     for signum in SIGNALS:
         signal.signal(signum, _handler)
 
@@ -50,14 +50,15 @@ def check(where: str = "") -> None:
         raise Interrupted(_received, where)
 
 
-def die_with_parent() -> None:
+def die_with_parent(parent: int | None = None) -> None:
     """Ask the kernel to kill this process (SIGKILL) the moment its parent dies: a killed ``dvc`` (``kill -9``, the
     OOM killer) leaves no orphan training into the folders the next ``dvc repro`` writes. Nothing it was building
     is lost or recorded: outputs are renamed into place only when a stage succeeds. Linux only; elsewhere a no-op.
     """
     if not sys.platform.startswith("linux"):
         return
-    parent = os.getppid()
+    # The parent as it was: by default when this module was first imported (a stage's first lines).
+    parent = _PARENT_AT_START if parent is None else parent
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
@@ -69,6 +70,6 @@ def die_with_parent() -> None:
 def worker_started() -> None:
     """In a worker process (a pool's initializer): die with the stage that forked it, ignore SIGINT (the stage
     handles a Ctrl-C, which reaches the whole process group, and ends its workers), default SIGTERM."""
-    die_with_parent()
+    die_with_parent(os.getppid())  # this module's import-time parent is the stage's, not this worker's
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

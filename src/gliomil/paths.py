@@ -50,3 +50,8 @@ def fold_eval_metrics(fold: int) -> Path:
 def fold_eval_plots(fold: int) -> Path:
     """The fold's per-patient predictions and curve tables."""
     return Path(f"plots/eval/fold_{fold}")
+
+
+def fold_lock(fold: int) -> Path:
+    """The lock a fold's train stage holds (inside the workspace; DVC and git ignore .dvc/tmp)."""
+    return Path(f".dvc/tmp/gliomil/train_fold_{fold}.lock")

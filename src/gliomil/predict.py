@@ -44,7 +44,7 @@ from .files import atomic_directory, write_text
 from .inference import autocast_dtype, default_device, score_bags, set_threads
 from .plots import plot_attention_montage
 from .preprocess import SliceBag, content_hash, preprocess_case
-from .stage import run_stage
+from .stage import run_command
 from .vocabulary import GRADES, LABELS, LAYOUTS, MODALITIES
 
 MAX_TOP = 10  # most attended slices reported and drawn, at most
@@ -316,4 +316,4 @@ def write_predictions(out: Path, table: pd.DataFrame, skipped: list[tuple[str, s
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_command(main)

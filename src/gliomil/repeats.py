@@ -68,7 +68,7 @@ from scipy import stats as sps
 from . import paths
 from .errors import GliomilError
 from .files import write_text, write_with
-from .stage import run_stage
+from .stage import run_command
 from .stats import CorrectedTTestResult, SignAgreement, corrected_repeated_cv_ttest, holm, sign_agreement, verdict
 
 DEFAULT_REPORT = Path("reports/audit_effect.md")
@@ -968,4 +968,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(lambda: main(sys.argv[1:]))
+    run_command(lambda: main(sys.argv[1:]))

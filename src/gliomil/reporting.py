@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .data import BagSet
+from .errors import OutputError
 from .plots import plot_attention, plot_confusion, plot_learning_curves, plot_roc
 from .vocabulary import grade_of
 
@@ -48,7 +49,9 @@ class EpochReporter:
         if self.plot_every and epoch % self.plot_every == 0:
             try:
                 self.plot(epoch, val_scores)
-            except Exception as exc:  # a figure is never worth a lost training run
+            except OutputError:  # a full disk or an unwritable folder ends the stage, as for any output
+                raise
+            except Exception as exc:  # a figure that fails to draw is never worth a lost training run
                 self.log(f"WARNING: fold {self.fold} epoch {epoch}: plotting failed: {type(exc).__name__}: {exc}")
 
     def plot(self, epoch: int, val_scores) -> None:

@@ -42,7 +42,7 @@ def map_in_workers(
         # The bar's monitor thread starts after the fork: forking a process with threads is unsafe.
         bar = tqdm(total=len(jobs), desc=progress, unit="subject", disable=progress is None)
         try:
-            for result in pool.imap(function, jobs) if pool else map(function, jobs):
+            for result in _in_order(pool, function, jobs):
                 bar.update()
                 interrupts.check()
                 yield result
@@ -51,3 +51,20 @@ def map_in_workers(
             if pool is not None:
                 pool.terminate()
                 pool.join()
+
+
+def _in_order(pool, function, jobs):
+    """``function`` over ``jobs`` in the pool (or here), in order; while waiting for a worker, a signal is noticed
+    within a fraction of a second (a SIGTERM to the process group may have killed the workers: waiting for their
+    results would never end)."""
+    if pool is None:
+        yield from map(function, jobs)
+        return
+    results = pool.imap(function, jobs)
+    for _ in jobs:
+        while True:
+            try:
+                yield results.next(timeout=0.2)
+                break
+            except multiprocessing.TimeoutError:
+                interrupts.check("while waiting for worker processes")
