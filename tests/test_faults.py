@@ -280,29 +280,48 @@ def test_a_second_writer_of_the_same_fold_is_refused(tmp_path):
         pass
 
 
-def test_a_stage_dies_with_its_parent(tmp_path):
-    """The parent (standing in for `dvc`) is killed with SIGKILL; the stage it started must not survive it."""
-    process = run_script(
+def start_under_parent(tmp_path: Path, stage_code: str, ready: str) -> tuple[subprocess.Popen, int]:
+    """Start a parent process (standing in for `dvc`) that runs ``stage_code`` as its child; return the parent and
+    the child's PID once the child has printed ``ready``."""
+    (tmp_path / "stage.py").write_text(textwrap.dedent(stage_code))
+    parent = run_script(
         tmp_path,
         """
         import subprocess, sys, time
-        child = subprocess.Popen([sys.executable, "-c", "import time\\n"
-            "from gliomil import interrupts\\n"
-            "interrupts.die_with_parent()\\n"
-            "print('child ready', flush=True)\\ntime.sleep(60)\\n"], stdout=sys.stdout)
+        child = subprocess.Popen([sys.executable, "stage.py"], stdout=sys.stdout)
         print(f"child {child.pid}", flush=True)
         time.sleep(60)
         """,
     )
-    line = process.stdout.readline()
-    child = int(line.split()[1])
-    wait_for_line(process, "child ready")
-    process.kill()
-    process.wait(timeout=10)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _alive(child):
+    child = int(parent.stdout.readline().split()[1])
+    wait_for_line(parent, ready)
+    return parent, child
+
+
+def children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def assert_gone(pids: list[int], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
         time.sleep(0.1)
-    assert not _alive(child), f"stage process {child} outlived its parent"
+    assert not any(_alive(pid) for pid in pids), f"{[p for p in pids if _alive(p)]} outlived their parent"
+
+
+def test_a_stage_dies_with_its_parent(tmp_path):
+    """The parent (standing in for `dvc`) is killed with SIGKILL; the stage it started must not survive it."""
+    stage_code = """
+        import time
+        from gliomil import interrupts
+        interrupts.die_with_parent()
+        print("child ready", flush=True)
+        time.sleep(60)
+        """
+    parent, child = start_under_parent(tmp_path, stage_code, "child ready")
+    parent.kill()
+    parent.wait(timeout=10)
+    assert_gone([child])
 
 
 def test_a_group_sigterm_ends_a_stage_with_worker_processes(tmp_path):
@@ -336,39 +355,31 @@ def test_a_group_sigterm_ends_a_stage_with_worker_processes(tmp_path):
 
 def _signal_group(process: subprocess.Popen, signum: int) -> None:
     """Signal ``process`` and its children (its workers), as a scheduler signals a job's process group."""
-    children = [int(p) for p in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()]
-    for pid in [process.pid, *children]:
+    for pid in [process.pid, *children(process.pid)]:
         os.kill(pid, signum)
 
 
 def test_workers_die_with_their_stage(tmp_path):
     (tmp_path / "jobs.py").write_text("import time\ndef slow(x):\n    time.sleep(60)\n    return x\n")
-    process = run_script(
-        tmp_path,
+    stage_code = """
+        import sys
+        sys.path.insert(0, ".")
+        from jobs import slow
+        from gliomil import interrupts
+        from gliomil.workers import map_in_workers
+        interrupts.die_with_parent()
+        print("stage ready", flush=True)
+        list(map_in_workers(slow, [1, 2], workers=2))
         """
-        import subprocess, sys, time
-        child = subprocess.Popen([sys.executable, "-c", "import sys\\nsys.path.insert(0, '.')\\n"
-            "from jobs import slow\\nfrom gliomil import interrupts\\nfrom gliomil.workers import map_in_workers\\n"
-            "interrupts.die_with_parent()\\nprint('stage ready', flush=True)\\n"
-            "list(map_in_workers(slow, [1, 2], workers=2))\\n"], stdout=sys.stdout)
-        print(f"stage {child.pid}", flush=True)
-        time.sleep(60)
-        """,
-    )
-    stage = int(process.stdout.readline().split()[1])
-    wait_for_line(process, "stage ready")
+    parent, stage = start_under_parent(tmp_path, stage_code, "stage ready")
     deadline = time.monotonic() + 20
-    workers = []
-    while len(workers) < 2 and time.monotonic() < deadline:
-        workers = [int(p) for p in Path(f"/proc/{stage}/task/{stage}/children").read_text().split()]
+    while len(children(stage)) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
+    workers = children(stage)
     assert len(workers) == 2
-    process.kill()  # the stage's parent, standing in for dvc
-    process.wait(timeout=10)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_alive(pid) for pid in [stage, *workers]):
-        time.sleep(0.1)
-    assert not any(_alive(pid) for pid in [stage, *workers])
+    parent.kill()
+    parent.wait(timeout=10)
+    assert_gone([stage, *workers])
 
 
 def _alive(pid: int) -> bool:
