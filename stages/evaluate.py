@@ -21,6 +21,7 @@ from gliomil.inference import (
     autocast_dtype,
     default_device,
     load_checkpoint,
+    make_deterministic,
     patient_predictions,
     score_bags,
     set_threads,
@@ -35,6 +36,7 @@ def main():
     params = P.load_params()
     fold = fold_argument(sys.argv[1:], P.value(params, "folds"), "evaluate.py")
     chunk, top_k = P.value(params, "train.eval_chunk"), P.value(params, "train.diagnostics.top_k")
+    make_deterministic()
     set_threads(P.value(params, "train.threads"))
 
     device = default_device()

@@ -20,7 +20,7 @@ from gliomil.brats import find_subjects
 from gliomil.bundle import load_bundle
 from gliomil.errors import GliomilError
 from gliomil.files import write_json, write_text
-from gliomil.inference import default_device, set_threads
+from gliomil.inference import default_device, make_deterministic, set_threads
 from gliomil.metrics import curve_tables, external_validation
 from gliomil.predict import Case, predict_cases
 from gliomil.stage import run_stage
@@ -30,6 +30,7 @@ from gliomil.vocabulary import GRADES, LABELS
 def main():
     params = P.load_params()
     root = P.value(params, "external.root")
+    make_deterministic()
     device = default_device()
     bundle = load_bundle(paths.BUNDLE, device)
     set_threads(bundle.inference.threads)

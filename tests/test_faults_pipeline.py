@@ -131,3 +131,31 @@ def test_ctrl_c_at_20_moments_of_a_fold_always_stops_and_repro_then_finishes_ide
         assert hashes(repo, FOLD_0_OUTPUTS) == {p: h for p, h in reference.items() if p.startswith(FOLD_0_OUTPUTS)}
         assert "Data and pipelines are up to date." in dvc(repo, "status"), moment
     assert hashes(repo) == reference
+
+
+def test_a_preempted_fold_continues_where_it_stopped_and_ends_bit_identical(tmp_path):
+    """SIGTERM (a scheduler's pre-emption) after epoch 3 of 5; the next `dvc repro` trains epochs 4 and 5 only,
+    and the fold's outputs equal those of an uninterrupted run, byte for byte."""
+    repo = make_pipeline_repo(tmp_path, fault_params())
+    process = start(repo, "repro", "train@0")
+    read_until(process, "fold 0 epoch   3:")
+    os.killpg(process.pid, signal.SIGTERM)
+    output = process.communicate(timeout=120)[0]
+    errors = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert process.returncode != 0 and len(errors) == 1, output
+    saved = int(errors[0].split("its state after epoch ")[1].split()[0])  # 3, or 4 if the signal came late
+    assert errors[0] == (
+        f"error: stopped by SIGTERM in fold 0 {errors[0].split(' in fold 0 ')[1].split(';')[0]}; its state after "
+        f"epoch {saved} is in .dvc/tmp/gliomil/train_fold_0: `dvc repro` continues from epoch {saved + 1}"
+    ), errors[0]
+    assert "Traceback" not in output and stage_processes(repo) == []
+
+    resumed = repro(repo, "train@0")
+    assert f"fold 0: resuming after epoch {saved} of 5" in resumed
+    assert [epoch for epoch in range(1, 6) if f"fold 0 epoch {epoch:3d}:" in resumed] == list(range(saved + 1, 6))
+    assert not (repo / ".dvc/tmp/gliomil/train_fold_0").exists()  # a finished fold leaves no state behind
+    after_resume = hashes(repo, FOLD_0_OUTPUTS)
+
+    uninterrupted = repro(repo, "--force", "--single-item", "train@0")
+    assert "resuming" not in uninterrupted and "fold 0 epoch   1:" in uninterrupted
+    assert hashes(repo, FOLD_0_OUTPUTS) == after_resume

@@ -18,7 +18,6 @@ import json
 import pickle
 import platform
 import shutil
-import sys
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from importlib import metadata
@@ -27,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import __version__
+from . import code_version
 from .brats import SUFFIX_KEYS
 from .errors import GliomilError
 from .files import atomic_directory
@@ -121,17 +120,6 @@ def training_cohort(manifest: pd.DataFrame) -> dict:
         "lgg": int((rows["label"] == LABELS["LGG"]).sum()),
         "subject_content_sha256": sorted(rows["content_sha256"]),
     }
-
-
-def code_version() -> dict:
-    """The gliomil version, and a SHA-256 over the source of every gliomil module loaded in this process (names
-    and bytes, in name order). In the bundle stage those are exactly its code deps in ``dvc.yaml``: the training
-    loop, the model, the data and preprocessing code among them. (``dvc.lock`` pins each train stage's own.)"""
-    modules = sorted(name for name in sys.modules if name.startswith("gliomil."))
-    digest = hashlib.sha256()
-    for name in modules:
-        digest.update(name.encode() + b"\0" + Path(sys.modules[name].__file__).read_bytes() + b"\0")
-    return {"gliomil": __version__, "modules": modules, "source_sha256": digest.hexdigest()}
 
 
 def environment() -> dict:

@@ -43,14 +43,17 @@ class Interrupted(BaseException):
     take it for an ordinary error and carry on.
     """
 
-    def __init__(self, signum: int, where: str = ""):
+    def __init__(self, signum: int, where: str = "", resume: str = ""):
         self.signum = signum
         self.where = where
-        super().__init__(signum, where)
+        self.resume = resume  # how the work done so far continues, when it was saved
+        super().__init__(signum, where, resume)
 
     def __str__(self) -> str:
         import signal
 
         name = signal.Signals(self.signum).name
         where = f" {self.where}" if self.where else ""
+        if self.resume:
+            return f"stopped by {name}{where}; {self.resume}"
         return f"stopped by {name}{where}; nothing of this stage was recorded: `dvc repro` runs it again"

@@ -110,19 +110,28 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
         raise OutputError(path, exc) from exc
     try:
         yield tmp
+        replace_directory(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def replace_directory(built: str | Path, path: str | Path) -> None:
+    """Rename the finished folder ``built`` to ``path`` (same file system): the old ``path``, if any, is renamed
+    aside first and deleted only after, so ``path`` is always whole, old or new. Raises :class:`OutputError`
+    naming ``path``."""
+    built, path = Path(built), Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         old = None
         if path.exists() or path.is_symlink():
             old = _partial_name(path)
             os.replace(path, old)
-        os.replace(tmp, path)
+        os.replace(built, path)
         if old is not None:
             shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise OutputError(path, exc) from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 @contextmanager

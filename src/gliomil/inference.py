@@ -6,6 +6,7 @@ it imports nothing from training.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,6 +37,18 @@ def set_threads(threads: int) -> int:
     if threads:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+def make_deterministic() -> None:
+    """The same inputs give the same bits on a GPU too: cuDNN's autotuner off (it picks kernels by timing),
+    deterministic algorithms where they exist (a one-time warning names an op that has none), and cuBLAS's fixed
+    workspace, which must be set before CUDA starts (``CUBLAS_WORKSPACE_CONFIG``; a value set by the user is kept).
+    On the CPU none of this changes a result. Called by every stage that trains or scores, before any model exists.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def _cpu_has_native_bf16() -> bool:

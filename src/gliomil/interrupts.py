@@ -1,4 +1,4 @@
-"""SIGINT and SIGTERM stop a stage, always: never lost, never half-recorded.
+"""SIGINT, SIGTERM and SIGHUP stop a stage, always: never lost, never half-recorded.
 
 Python turns SIGINT into a KeyboardInterrupt raised wherever the main thread happens to be; when that is a
 garbage-collector finalizer (matplotlib, torch and weakref run many), the exception is printed as "Exception
@@ -8,6 +8,10 @@ subject or case of a worker pool or prediction, every scored bag), which raises 
 A stage that finishes after a signal still fails (:func:`gliomil.stage.run_stage` checks once more), so
 ``dvc`` stops the pipeline and records nothing. A second signal takes the default action: the process ends
 at once. Outputs are written atomically (:mod:`gliomil.files`), so even that leaves no torn file.
+
+SIGHUP is what a stage receives when ``dvc`` dies (:func:`die_with_parent`): a scheduler's pre-emption sends
+SIGTERM to ``dvc`` and the stage together, ``dvc`` ends at once, and the stage must still reach its safe point
+(a train stage saves its state there), so a SIGHUP after another signal is not taken as the second one.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import sys
 
 from .errors import Interrupted
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _PARENT_AT_START = os.getppid()  # read when gliomil.interrupts is first imported: a stage's first lines
 _received: int | None = None
@@ -28,17 +32,20 @@ _received: int | None = None
 def _handler(signum, frame) -> None:
     global _received
     if _received is not None:  # asked twice: stop now, the default way
+        if signum == signal.SIGHUP:  # dvc ending with this stage (a group SIGTERM): the stop is under way
+            return
         signal.signal(signum, signal.SIG_DFL)
         signal.raise_signal(signum)
         return
     _received = signum
     # os.write, not print: the handler may run in the middle of another write to the same stream.
     name = signal.Signals(signum).name
-    os.write(2, f"{name} received: stopping at the next safe point (again to stop at once)\n".encode())
+    why = " (dvc or the terminal ended)" if signum == signal.SIGHUP else ""
+    os.write(2, f"{name} received{why}: stopping at the next safe point (again to stop at once)\n".encode())
 
 
 def install() -> None:
-    """Handle SIGINT and SIGTERM in this process (the main thread) as described above. Calling it again keeps a
+    """Handle SIGINT, SIGTERM and SIGHUP in this process (the main thread) as described above. Calling it again keeps a
     signal already recorded."""
     for signum in SIGNALS:
         signal.signal(signum, _handler)
@@ -50,26 +57,28 @@ def check(where: str = "") -> None:
         raise Interrupted(_received, where)
 
 
-def die_with_parent(parent: int | None = None) -> None:
-    """Ask the kernel to kill this process (SIGKILL) the moment its parent dies: a killed ``dvc`` (``kill -9``, the
-    OOM killer) leaves no orphan training into the folders the next ``dvc repro`` writes. Nothing it was building
-    is lost or recorded: outputs are renamed into place only when a stage succeeds. Linux only; elsewhere a no-op.
+def die_with_parent(parent: int | None = None, signum: int = signal.SIGHUP) -> None:
+    """Ask the kernel to send this process ``signum`` the moment its parent dies: a killed ``dvc`` (``kill -9``,
+    the OOM killer, a scheduler's SIGTERM) leaves no orphan training into the folders the next ``dvc repro``
+    writes. A stage takes the default SIGHUP, which it handles (:func:`install`): it stops at its next safe point
+    (a train stage after saving its state); worker processes take SIGKILL. Nothing is recorded: outputs are renamed
+    into place only when a stage succeeds, and it then fails. Linux only; elsewhere a no-op.
     """
     if not sys.platform.startswith("linux"):
         return
     # The parent as it was: by default when this module was first imported (a stage's first lines).
     parent = _PARENT_AT_START if parent is None else parent
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
     except (OSError, AttributeError):
         return
     if os.getppid() != parent:  # the parent died before the request took effect
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signum)
 
 
 def worker_started() -> None:
     """In a worker process (a pool's initializer): die with the stage that forked it, ignore SIGINT (the stage
     handles a Ctrl-C, which reaches the whole process group, and ends its workers), default SIGTERM."""
-    die_with_parent(os.getppid())  # this module's import-time parent is the stage's, not this worker's
+    die_with_parent(os.getppid(), signal.SIGKILL)  # this module's import-time parent is the stage's, not this worker's
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

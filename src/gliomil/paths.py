@@ -55,3 +55,9 @@ def fold_eval_plots(fold: int) -> Path:
 def fold_lock(fold: int) -> Path:
     """The lock a fold's train stage holds (inside the workspace; DVC and git ignore .dvc/tmp)."""
     return Path(f".dvc/tmp/gliomil/train_fold_{fold}.lock")
+
+
+def fold_resume(fold: int) -> Path:
+    """Where a fold's train stage builds its outputs and saves its state after every epoch, so that a stopped
+    run continues (outside the outputs, which DVC deletes before running a stage; removed once the fold ends)."""
+    return Path(f".dvc/tmp/gliomil/train_fold_{fold}")

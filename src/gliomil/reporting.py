@@ -2,14 +2,37 @@
 
 from __future__ import annotations
 
+import csv
 import math
 from collections.abc import Callable
 from pathlib import Path
+
+from dvclive import Live
 
 from .data import BagSet
 from .errors import OutputError
 from .plots import plot_attention, plot_confusion, plot_learning_curves, plot_roc
 from .vocabulary import grade_of
+
+
+def open_live(log_dir: Path, epochs_done: int = 0):
+    """DVCLive logging into ``log_dir``, fresh, or continuing a resumed fold after ``epochs_done`` epochs.
+
+    One DVCLive step per epoch. Rows a stopped run logged after its last saved epoch are dropped first, so the
+    TSVs end exactly as an uninterrupted run's; the step is set here, not read back by DVCLive (which resumes a
+    run of one finished step at step 0 again).
+    """
+    if epochs_done:
+        for table in Path(log_dir, "plots", "metrics").rglob("*.tsv"):
+            with table.open(newline="") as f:
+                rows = list(csv.reader(f, delimiter="\t"))
+            kept = [rows[0]] + [row for row in rows[1:] if int(row[rows[0].index("step")]) < epochs_done]
+            with table.open("w", newline="") as f:
+                csv.writer(f, delimiter="\t", lineterminator="\n").writerows(kept)
+    live = Live(dir=str(log_dir), dvcyaml=False, save_dvc_exp=False, resume=bool(epochs_done))
+    if epochs_done:
+        live.step = epochs_done
+    return live
 
 
 def attention_examples(val_set: BagSet, n_hgg: int = 2, n_lgg: int = 1) -> list[int]:
@@ -28,7 +51,14 @@ class EpochReporter:
     """
 
     def __init__(
-        self, live, plot_dir: Path, plot_every: int, fold: int, val_set: BagSet, log: Callable[[str], None] = print
+        self,
+        live,
+        plot_dir: Path,
+        plot_every: int,
+        fold: int,
+        val_set: BagSet,
+        log: Callable[[str], None] = print,
+        history: list[dict] | None = None,
     ):
         self.live = live
         self.plot_dir = Path(plot_dir)
@@ -37,7 +67,7 @@ class EpochReporter:
         self.val_set = val_set
         self.examples = attention_examples(val_set)
         self.log = log
-        self.history: list[dict] = []
+        self.history: list[dict] = list(history or [])  # a resumed fold's epochs so far (its learning curves)
 
     def __call__(self, epoch: int, logged: dict, val_scores) -> None:
         self.history.append(logged)

@@ -6,6 +6,7 @@ held-out test subjects are never loaded here. Scoring lives in :mod:`gliomil.inf
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -19,6 +20,8 @@ import torch
 from . import interrupts
 from .data import BagSet, draw_bags, epoch_order
 from .diagnostics import LOGGED_KEYS, CollapseThresholds, collapse_warning, detect_collapse
+from .errors import GliomilError
+from .files import write_with
 from .inference import (
     BagScores,
     autocast_dtype,
@@ -228,6 +231,80 @@ class BestCheckpoint:
     def should_stop(self) -> bool:
         return self.since_best >= self.patience
 
+    def state(self) -> dict:
+        return {"best": self.best, "epoch": self.epoch, "since_best": self.since_best}
+
+    def restore(self, state: dict) -> None:
+        self.best, self.epoch, self.since_best = state["best"], state["epoch"], state["since_best"]
+
+
+# -- resuming an interrupted fold -----------------------------------------------------------------
+
+RESUME_FORMAT = 1
+
+
+def save_resume_state(
+    path: Path, epoch: int, run_key: str, modules: dict, rng: np.random.Generator, loop: dict
+) -> None:
+    """Everything needed to continue after ``epoch`` exactly as if never stopped, written atomically to ``path``.
+
+    ``modules``: the model, optimizer, scheduler and gradient scaler (their ``state_dict``); ``loop``: the plain
+    values of the loop (history, model selection, collapse counts, seconds), stored as JSON text, which restores
+    every float bit for bit. ``run_key`` identifies the run's inputs (:func:`load_resume_state`).
+    """
+    state = {
+        "format": RESUME_FORMAT,
+        "run_key": run_key,
+        "epoch": epoch,
+        **{name: module.state_dict() for name, module in modules.items()},
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "plain": json.dumps({"numpy_rng": rng.bit_generator.state, **loop}, default=_plain),
+    }
+    write_with(path, lambda f: torch.save(state, f))
+
+
+def _plain(value):
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    raise TypeError(f"cannot store {type(value).__name__} in a resume state")
+
+
+def load_resume_state(path: Path, run_key: str, log: Callable[[str], None] = print) -> dict | None:
+    """The state :func:`save_resume_state` wrote, or None when there is none to continue from.
+
+    A state of other inputs (params, split, data, code, threads or device: another ``run_key``), of another
+    format, or that cannot be read is set aside with one line saying why, and training starts from epoch 1.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        why = None
+        if state.get("format") != RESUME_FORMAT:
+            why = f"it has format {state.get('format')}, this code reads {RESUME_FORMAT}"
+        elif state.get("run_key") != run_key:
+            why = "it was saved by a run of other params, data, code, threads or device"
+    except Exception as exc:  # a torn or foreign file: starting again is always safe
+        why = f"it cannot be read ({type(exc).__name__}: {exc})"
+    if why is not None:
+        log(f"{path}: not resuming: {why}; training starts from epoch 1")
+        return None
+    state.update(json.loads(state.pop("plain")))
+    return state
+
+
+def _restore(state: dict, modules: dict, rng: np.random.Generator) -> None:
+    for name, module in modules.items():
+        module.load_state_dict(state[name])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"]:
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    rng.bit_generator.state = state["numpy_rng"]
+
 
 # -- the loop -------------------------------------------------------------------------------------
 
@@ -240,11 +317,17 @@ def train_fold(
     checkpoint_path: Path,
     log: Callable[[str], None] = print,
     on_epoch: Callable[[int, dict, BagScores], None] | None = None,
+    state_path: Path | None = None,
+    resume: dict | None = None,
+    run_key: str = "",
 ) -> FoldResult:
     """Train one fold and save the best checkpoint (by inner validation) to ``checkpoint_path``.
 
     ``on_epoch(epoch, logged, val_scores)`` is called after every epoch (logging, plots). A SIGINT or SIGTERM
     stops training at the next step or epoch end with :class:`~gliomil.errors.Interrupted`.
+    With ``state_path``, the state after each epoch (and its ``on_epoch``) is saved there
+    (:func:`save_resume_state`); ``resume``, such a state (:func:`load_resume_state`), continues after its epoch,
+    and the fold ends bit-identical to an uninterrupted run: same checkpoint, history and result.
     Reproducible: the same config, fold and data give a bit-identical checkpoint on one machine.
     """
     started = time.perf_counter()
@@ -266,7 +349,20 @@ def train_fold(
 
     selection = BestCheckpoint(config.select_metric, config.patience)
     history, collapse_epochs, diagnostics_seconds = [], {"uniform": 0, "one-hot": 0}, 0.0
-    for epoch in range(1, config.epochs + 1):
+    modules = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
+    first_epoch = 1
+    if resume is not None:
+        _restore(resume, modules, rng)
+        selection.restore(resume["selection"])
+        history, collapse_epochs = resume["history"], resume["collapse_epochs"]
+        diagnostics_seconds, started = resume["diagnostics_seconds"], started - resume["seconds"]
+        first_epoch = resume["epoch"] + 1
+        if not checkpoint_path.is_file():
+            raise GliomilError(f"{checkpoint_path}: the best checkpoint of the state to resume is missing")
+        log(f"fold {fold}: resuming after epoch {resume['epoch']} of {config.epochs}")
+    for epoch in range(first_epoch, config.epochs + 1):
+        if selection.should_stop:  # a resumed fold that had stopped early
+            break
         seen = train_epoch(model, optimizer, scaler, loss_fn, train_set, rng, config, device, dtype, epoch)
         scheduler.step()
         val_scores, val_loss = validate(model, val_set, loss_fn, config, device, dtype)
@@ -310,6 +406,15 @@ def train_fold(
         )
         if on_epoch is not None:
             on_epoch(epoch, logged, val_scores)
+        if state_path is not None:
+            loop = {
+                "history": history,
+                "selection": selection.state(),
+                "collapse_epochs": collapse_epochs,
+                "diagnostics_seconds": diagnostics_seconds,
+                "seconds": time.perf_counter() - started,
+            }
+            save_resume_state(state_path, epoch, run_key, modules, rng, loop)
         interrupts.check(f"in fold {fold} after epoch {epoch}")
         if selection.should_stop:
             log(
