@@ -50,6 +50,8 @@ def run_key(config: TrainConfig, fold: int) -> str:
         "threads": torch.get_num_threads(),
         "device": f"{device.type} {autocast_dtype(device, config.amp)}",
     }
+    if device.type == "cuda":  # another GPU model, CUDA or cuDNN picks other kernels: other bits
+        inputs["gpu"] = [torch.cuda.get_device_name(device), torch.version.cuda, torch.backends.cudnn.version()]
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -66,7 +68,8 @@ def main():
     val_set = BagSet.load(paths.PREPROCESSED, split.inner_val)
     work = paths.fold_resume(fold)
     state_path = work / "state.pt"
-    # One writer per fold: a second process (an orphan of a killed `dvc`, a second workspace's run) is refused.
+    # One writer per fold in this workspace: a second process (an orphan of a killed `dvc`, a second `dvc repro`)
+    # is refused. Other workspaces (gliomil fanout's worktrees, clones) have their own .dvc/tmp and outputs.
     with exclusive(paths.fold_lock(fold), f"fold {fold}"):
         key = run_key(config, fold)
         resume = load_resume_state(state_path, key)

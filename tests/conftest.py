@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 
+from gliomil.inference import make_deterministic
 from gliomil.synthetic import synthesize_cohort
 
 # Test tensors are tiny: a second intra-op thread only adds synchronisation, and when the
@@ -19,6 +20,14 @@ from gliomil.synthetic import synthesize_cohort
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def deterministic_kernels():
+    """As every stage that trains or scores: on a GPU the training tests' bit-identity needs it."""
+    make_deterministic()
+
+
 TINY_SHAPE = (32, 32, 24)
 
 

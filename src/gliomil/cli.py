@@ -1,5 +1,6 @@
 """The ``gliomil`` command: ``gliomil predict`` (:mod:`gliomil.predict`), ``gliomil compare``
-(:mod:`gliomil.compare`) and ``gliomil repeats`` (:mod:`gliomil.repeats`)."""
+(:mod:`gliomil.compare`), ``gliomil repeats`` (:mod:`gliomil.repeats`) and ``gliomil fanout``
+(:mod:`gliomil.fanout`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ COMMANDS = {
     "predict": ("gliomil.predict", "score new patients with a packaged model"),
     "compare": ("gliomil.compare", "before -> after comparison of two runs"),
     "repeats": ("gliomil.repeats", "before -> after verdict over repeated cross-validation"),
+    "fanout": ("gliomil.fanout", "train the folds in parallel worktrees through DVC's run-cache"),
 }
 
 
