@@ -73,7 +73,8 @@ def main():
     with exclusive(paths.fold_lock(fold), f"fold {fold}"):
         key = run_key(config, fold)
         resume = load_resume_state(state_path, key)
-        if resume is not None and not all((work / part).is_dir() for part in PARTS):
+        complete = all((work / part).is_dir() for part in PARTS) and (work / "model" / "best.pt").is_file()
+        if resume is not None and not complete:
             print(f"{work}: not resuming: its outputs so far are incomplete; training starts from epoch 1")
             resume = None
         if resume is None:
