@@ -33,6 +33,7 @@ On this project's 2-core CPU the default CPU run (4 patients, 1 epoch) takes abo
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -52,6 +53,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from gliomil import anatomy, synthetic  # noqa: E402
 from gliomil import params as P  # noqa: E402
 from gliomil.brats import find_subjects, resolve_files  # noqa: E402
 from gliomil.data import BagSet  # noqa: E402
@@ -100,7 +102,9 @@ def synthetic_cohort(cache: Path, patients: int, shape: tuple[int, int, int], wo
     """A BraTS 2018-style cohort of ``patients`` (half HGG, rounded up, half LGG) under ``cache``, made once;
     returns its folder and the seconds spent making it now (0.0 when it was cached)."""
     n_hgg, n_lgg = (patients + 1) // 2, patients // 2
-    root = cache / f"{'x'.join(map(str, shape))}_{n_hgg}hgg_{n_lgg}lgg_seed{SEED}"
+    # Keyed by the generator's source too: a cohort made by an earlier generator is not this one.
+    generator = hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in (synthetic, anatomy))).hexdigest()
+    root = cache / f"{'x'.join(map(str, shape))}_{n_hgg}hgg_{n_lgg}lgg_seed{SEED}_{generator[:12]}"
     if root.is_dir():  # synthesize_cohort renames a finished cohort into place: a folder is complete
         return root, 0.0
     start = time.perf_counter()

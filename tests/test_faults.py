@@ -280,16 +280,20 @@ def test_a_second_writer_of_the_same_fold_is_refused(tmp_path):
         pass
 
 
-def start_under_parent(tmp_path: Path, stage_code: str, ready: str) -> tuple[subprocess.Popen, int]:
-    """Start a parent process (standing in for `dvc`) that runs ``stage_code`` as its child; return the parent and
-    the child's PID once the child has printed ``ready``."""
+def start_under_parent(
+    tmp_path: Path, stage_code: str, ready: str, shell: str | None = None
+) -> tuple[subprocess.Popen, int]:
+    """Start a parent process (standing in for `dvc`) that runs ``stage_code`` as its child, or through ``shell -c``
+    as dvc runs a stage's command; return the parent and the child's (the shell's) PID once the stage has printed
+    ``ready``."""
     (tmp_path / "stage.py").write_text(textwrap.dedent(stage_code))
+    command = [shell, "-c", f"{sys.executable} stage.py"] if shell else [sys.executable, "stage.py"]
     parent = run_script(
         tmp_path,
-        """
+        f"""
         import subprocess, sys, time
-        child = subprocess.Popen([sys.executable, "stage.py"], stdout=sys.stdout)
-        print(f"child {child.pid}", flush=True)
+        child = subprocess.Popen({command!r}, stdout=sys.stdout)
+        print(f"child {{child.pid}}", flush=True)
         time.sleep(60)
         """,
     )
@@ -322,6 +326,32 @@ def test_a_stage_dies_with_its_parent(tmp_path):
     parent.kill()
     parent.wait(timeout=10)
     assert_gone([child])
+
+
+@pytest.mark.skipif(not Path("/bin/dash").is_file(), reason="needs dash, a shell that does not exec its command")
+def test_a_stage_under_a_waiting_shell_stops_when_dvc_dies(tmp_path):
+    """dvc runs a stage as `$SHELL -c CMD`; dash waits for CMD instead of becoming it, so the stage's parent outlives
+    a killed dvc. The stage must still stop (at a safe point, saying why) and the shell end with it."""
+    stage_code = """
+        import time
+        from gliomil import interrupts
+        from gliomil.errors import Interrupted
+        interrupts.install()
+        interrupts.die_with_parent()
+        print("stage ready", flush=True)
+        try:
+            for _ in range(600):
+                time.sleep(0.1)
+                interrupts.check("at a safe point")
+        except Interrupted as exc:
+            print(f"stopped: {exc}", flush=True)
+        """
+    parent, shell = start_under_parent(tmp_path, stage_code, "stage ready", shell="/bin/dash")
+    (stage,) = children(shell)
+    parent.kill()
+    parent.wait(timeout=10)
+    assert_gone([stage, shell], timeout=10)
+    assert "stopped: stopped by SIGHUP at a safe point" in parent.stdout.read()
 
 
 def test_a_group_sigterm_ends_a_stage_with_worker_processes(tmp_path):

@@ -26,11 +26,13 @@ def fault_params() -> dict:
     return params
 
 
-def start(repo: Path, *args: str) -> subprocess.Popen:
+def start(repo: Path, *args: str, shell: str | None = None) -> subprocess.Popen:
     """`dvc ARGS` in its own session (so a signal to its group reaches dvc and its stage, as a terminal's Ctrl-C
-    does), stdout and stderr merged and unbuffered."""
+    does), stdout and stderr merged and unbuffered. ``shell``: the $SHELL dvc runs stage commands with."""
     env = tool_env(repo / "src")
     env["PYTHONUNBUFFERED"] = "1"
+    if shell:
+        env["SHELL"] = shell
     return subprocess.Popen(
         [DVC, *args],
         cwd=repo,
@@ -89,7 +91,9 @@ def test_killing_dvc_alone_leaves_no_orphan_and_the_next_repro_is_identical(tmp_
     repro(reference)
     repo = make_pipeline_repo(tmp_path / "killed", fault_params())
 
-    process = start(repo, "repro")
+    # dvc runs a stage as `$SHELL -c CMD`. bash replaces itself with CMD; dash (Debian's /bin/sh, what dvc uses when
+    # SHELL is unset, as on CI) waits for it and outlives a killed dvc, so the stage's parent stays alive.
+    process = start(repo, "repro", shell="/bin/sh")
     read_until(process, "fold 0 epoch   2:")
     stages = stage_processes(repo)
     assert stages, "no stage process found"
@@ -101,7 +105,8 @@ def test_killing_dvc_alone_leaves_no_orphan_and_the_next_repro_is_identical(tmp_
     assert stage_processes(repo) == [], f"stage processes {stages} outlived dvc"
 
     resumed = repro(repo)
-    assert "fold 0: resuming after epoch" in resumed  # the stage stopped at a safe point, after saving its state
+    # the stage stopped at a safe point, after saving its state
+    assert "fold 0: resuming after epoch" in resumed, resumed
     # DVC appends a stage's entry to dvc.lock when it first records it, and the order of stages that do not depend
     # on each other may differ between two `dvc repro`s: the same entries, maybe in another order.
     assert yaml.safe_load((repo / "dvc.lock").read_text()) == yaml.safe_load((reference / "dvc.lock").read_text())

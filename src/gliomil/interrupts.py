@@ -20,6 +20,9 @@ import ctypes
 import os
 import signal
 import sys
+import threading
+import time
+from pathlib import Path
 
 from .errors import Interrupted
 
@@ -57,12 +60,44 @@ def check(where: str = "") -> None:
         raise Interrupted(_received, where)
 
 
-def die_with_parent(parent: int | None = None, signum: int = signal.SIGHUP) -> None:
+SHELLS = {"sh", "dash", "bash", "zsh", "ksh", "fish"}  # what runs a dvc.yaml cmd: $SHELL, else /bin/sh
+
+
+def _parent_of(pid: int) -> int | None:
+    """The parent PID of ``pid`` (from /proc), or None when ``pid`` is gone."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _runs_one_command(pid: int) -> bool:
+    """Whether ``pid`` is a shell started as ``SHELL -c COMMAND`` (as dvc starts a stage), not a script."""
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return comm in SHELLS and b"-c" in argv[1:3]
+
+
+def _watch(shell: int, dvc: int, signum: int, interval: float) -> None:
+    while _parent_of(shell) == dvc:
+        time.sleep(interval)
+    os.kill(os.getpid(), signum)
+
+
+def die_with_parent(parent: int | None = None, signum: int = signal.SIGHUP, interval: float = 0.5) -> None:
     """Ask the kernel to send this process ``signum`` the moment its parent dies: a killed ``dvc`` (``kill -9``,
     the OOM killer, a scheduler's SIGTERM) leaves no orphan training into the folders the next ``dvc repro``
     writes. A stage takes the default SIGHUP, which it handles (:func:`install`): it stops at its next safe point
     (a train stage after saving its state); worker processes take SIGKILL. Nothing is recorded: outputs are renamed
     into place only when a stage succeeds, and it then fails. Linux only; elsewhere a no-op.
+
+    ``dvc`` runs a stage through ``$SHELL -c`` (``/bin/sh`` when unset). bash replaces itself with the command, but
+    dash (Debian's ``/bin/sh``) waits for it and outlives a killed ``dvc``: when the parent is such a shell, a
+    daemon thread also watches the shell's own parent every ``interval`` seconds and sends ``signum`` when it
+    changes.
     """
     if not sys.platform.startswith("linux"):
         return
@@ -74,6 +109,10 @@ def die_with_parent(parent: int | None = None, signum: int = signal.SIGHUP) -> N
         return
     if os.getppid() != parent:  # the parent died before the request took effect
         os.kill(os.getpid(), signum)
+        return
+    grandparent = _parent_of(parent)
+    if _runs_one_command(parent) and grandparent not in (None, 0, 1):
+        threading.Thread(target=_watch, args=(parent, grandparent, signum, interval), daemon=True).start()
 
 
 def worker_started() -> None:

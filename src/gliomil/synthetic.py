@@ -1,20 +1,25 @@
-"""Synthetic BraTS-style cohort: skull-stripped multi-modal brain MRI phantoms with gliomas.
+"""Synthetic BraTS-style cohort: skull-stripped multi-modal brain MRI of gliomas on real anatomy.
 
-The cohort is written in the BraTS 2018 layout::
+The normal brain is the MNI152 2009 template, warped per patient (:mod:`gliomil.anatomy`); a
+glioma of either grade grows in its white matter, displacing and infiltrating the tissue around
+it; four MRI contrasts are rendered from the tissue fractions with a bias field, Rician noise and
+a scanner gain per patient. The cohort is written in the BraTS 2018 layout::
 
     <out_dir>/HGG/<case>/<case>_{flair,t1,t1ce,t2,seg}.nii.gz
     <out_dir>/LGG/<case>/<case>_{flair,t1,t1ce,t2,seg}.nii.gz
 
-with cases named ``SynBraTS_HGG_001``, ``SynBraTS_LGG_001``, ... Images are int16, the
-segmentation uint8 with the BraTS labels 0 background, 1 necrotic / non-enhancing core,
-2 edema, 4 enhancing tumour. Every volume covers the same 240 x 240 x 155 mm field of view
-(BraTS' SRI24 box), so the voxel size is that field of view divided by the array shape.
+with cases named ``SynBraTS_HGG_001``, ``SynBraTS_LGG_001``, ... stored as BraTS stores its files:
+images int16 with intensities in the thousands, the segmentation uint8 with the BraTS labels 0
+background, 1 necrotic / non-enhancing core, 2 edema, 4 enhancing tumour, LPS voxel order with the
+affine ``diag(-1, -1, 1)`` and offset (0, 239, 0) (scaled by the voxel size), qform and sform code 1.
+Every volume covers the same 240 x 240 x 155 mm field of view (BraTS' SRI24 box), so the voxel size
+is that field of view divided by the array shape.
 
 Conventions used throughout:
 
-* Arrays are indexed (x, y, z) = (left->right, posterior->anterior, inferior->superior),
-  i.e. RAS. World coordinates are millimetres with the origin at the centre of the field
-  of view.
+* Arrays in memory are indexed (x, y, z) = (left->right, posterior->anterior, inferior->superior),
+  i.e. RAS; only :func:`write_case` turns them into BraTS' LPS order. World coordinates are
+  millimetres with the origin at the centre of the field of view.
 * Every random field is drawn on a node grid fixed in millimetres and evaluated at the
   voxel centres, and every random draw except the final image noise happens before the
   array shape matters. A given generator state therefore describes the same patient at
@@ -36,6 +41,7 @@ import numpy as np
 from scipy.special import ndtri
 from threadpoolctl import threadpool_limits
 
+from .anatomy import Pose, Tissue, sample_pose, sample_site, warp
 from .errors import GliomilError
 from .files import atomic_directory
 from .vocabulary import GRADES, MODALITIES, SEGMENTATION
@@ -49,12 +55,16 @@ ROUGHNESS = 0.04  # relative amplitude of the fine irregularity of every tumour 
 
 # Relative signal of each tissue per modality, in MODALITIES order (flair, t1, t1ce, t2).
 # Ordering follows clinical appearance: T1 WM > GM > CSF; T2 CSF brightest; FLAIR suppresses
-# free water (CSF dark) but not oedema or tumour; T1ce equals T1 except where the
-# blood-brain barrier is broken (enhancing tumour).
+# free water (CSF dark) but not oedema or tumour, GM above WM, and the white matter capping the
+# ventricles is bright; T1ce equals T1 except where contrast leaks or flows: tumour with a broken
+# blood-brain barrier, and in a normal brain the choroid plexus, dura and vessels ("vascular",
+# flow voids elsewhere).
 CONTRAST = {
     "csf": (0.12, 0.30, 0.31, 1.00),
     "gm": (0.62, 0.62, 0.63, 0.52),
     "wm": (0.48, 0.90, 0.90, 0.38),
+    "periventricular": (0.80, 0.78, 0.79, 0.62),
+    "vascular": (0.30, 0.45, 1.15, 0.40),
     "edema": (0.95, 0.50, 0.51, 0.80),
     "solid": (0.85, 0.46, 0.48, 0.80),  # non-enhancing tumour tissue
     "necrosis": (0.45, 0.28, 0.29, 0.92),  # fluid-rich dead core / cyst
@@ -62,7 +72,7 @@ CONTRAST = {
 }
 # Scanner gain per modality (uniform range): BraTS intensities are uncalibrated and differ
 # between sites by factors of 2-3.
-GAIN_RANGE = {"flair": (300.0, 700.0), "t1": (300.0, 900.0), "t1ce": (300.0, 1100.0), "t2": (400.0, 1600.0)}
+GAIN_RANGE = {"flair": (1200.0, 2800.0), "t1": (1200.0, 3000.0), "t1ce": (1200.0, 3600.0), "t2": (1500.0, 5000.0)}
 
 
 @dataclass(frozen=True)
@@ -139,14 +149,6 @@ def make_grid(shape) -> Grid:
     return Grid(shape, spacing, axes)
 
 
-def voxel_affine(shape) -> np.ndarray:
-    """RAS affine (4, 4) of a grid of ``shape`` voxels over FOV_MM: voxel centres in world mm."""
-    grid = make_grid(shape)
-    affine = np.diag([*grid.spacing, 1.0])
-    affine[:3, 3] = [axis[0] for axis in grid.axes]
-    return affine
-
-
 def _axis_weights(coords: np.ndarray, nodes: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian interpolation weights (len(coords), len(nodes)), rows scaled to unit L2 norm.
 
@@ -194,153 +196,6 @@ def _ramp(t):
     return np.clip(t + 0.5, 0.0, 1.0)
 
 
-def _rotation(yaw_deg: float, pitch_deg: float, roll_deg: float) -> np.ndarray:
-    """Rotation matrix (3, 3) about z (yaw), then x (pitch), then y (roll); angles in degrees."""
-    a, b, c = np.deg2rad([yaw_deg, pitch_deg, roll_deg])
-    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
-    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
-    ry = np.array([[np.cos(c), 0, np.sin(c)], [0, 1, 0], [-np.sin(c), 0, np.cos(c)]])
-    return ry @ rx @ rz
-
-
-# -- anatomy ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Head:
-    """One patient's brain geometry (all lengths in mm, positions in world mm).
-
-    centre:       (3,) brain centre.
-    rotation:     (3, 3) maps brain-frame vectors (left-right, posterior-anterior,
-                  inferior-superior) to world vectors.
-    semi_axes:    (3,) brain ellipsoid semi-axes in the brain frame (the inferior half uses
-                  0.9 times the vertical one: the temporal lobes and cerebellum taper).
-    sulcal_depth: how deep sulci cut into the brain.
-    cortex:       cortical grey-matter thickness.
-    ventricle:    half-width of each lateral ventricle (grows with age / atrophy).
-    """
-
-    centre: np.ndarray
-    rotation: np.ndarray
-    semi_axes: np.ndarray
-    sulcal_depth: float
-    cortex: float
-    ventricle: float
-
-    @property
-    def scale(self) -> float:
-        """Head size relative to an average adult brain."""
-        return float(np.mean(self.semi_axes / np.array([67.0, 83.0, 53.0])))
-
-    @property
-    def height(self) -> float:
-        """Vertical extent of the brain in mm (ignoring rotation)."""
-        return 1.9 * float(self.semi_axes[2])
-
-    def half_extent(self) -> np.ndarray:
-        """(3,) world mm from the centre that holds the whole brain, whatever the rotation."""
-        # The outline's dents (3 % of a field clipped to +-4) stay within 15 % of the ellipsoid.
-        return 1.15 * np.sqrt(((self.rotation * self.semi_axes) ** 2).sum(axis=1))
-
-
-def sample_head(rng: np.random.Generator) -> Head:
-    """Draw a patient's head size, position, orientation and fine anatomy."""
-    scale = rng.uniform(0.9, 1.06)
-    semi = np.array([67.0, 83.0, 53.0]) * scale * rng.uniform(0.97, 1.03, size=3)
-    centre = np.array([rng.uniform(-7, 7), rng.uniform(-7, 7), rng.uniform(-6, 3)])
-    rotation = _rotation(rng.uniform(-10, 10), rng.uniform(-6, 6), rng.uniform(-4, 4))
-    return Head(
-        centre=centre,
-        rotation=rotation,
-        semi_axes=semi,
-        sulcal_depth=rng.uniform(9.0, 14.0),
-        cortex=rng.uniform(2.6, 3.4),
-        ventricle=rng.uniform(2.5, 6.0),
-    )
-
-
-def brain_frame(grid: Grid, head: Head) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Brain-frame coordinates (u, v, w) in mm of the voxel centres, each float32 (X, Y, Z)."""
-    d = [(grid.axes[i] - head.centre[i]).astype(np.float32) for i in range(3)]
-    d = [d[0][:, None, None], d[1][None, :, None], d[2][None, None, :]]
-    r = head.rotation.tolist()  # Python floats keep the float32 arrays float32
-    # Brain frame = rotation^T (world - centre).
-    return tuple(r[0][k] * d[0] + r[1][k] * d[1] + r[2][k] * d[2] for k in range(3))
-
-
-@dataclass
-class Tissue:
-    """Tissue fractions of each voxel, float32 (X, Y, Z); csf + gm + wm = 1 inside the brain.
-
-    brain: partial-volume brain fraction; mask: bool, voxel centre inside the brain.
-    """
-
-    brain: np.ndarray
-    mask: np.ndarray
-    csf: np.ndarray
-    gm: np.ndarray
-    wm: np.ndarray
-
-
-def tissue_fractions(grid: Grid, head: Head, surface: np.ndarray, folding: np.ndarray) -> Tissue:
-    """Brain mask and CSF / grey / white matter fractions.
-
-    surface: unit random field that dents the brain outline; folding: unit random field
-    whose zero set becomes the sulci (a maze of sheets, like cortical folding).
-    """
-    h = grid.voxel_mm
-    s = head.scale
-    u, v, w = brain_frame(grid, head)
-    a = head.semi_axes.tolist()
-    aw = np.where(w < 0, np.float32(0.9 * a[2]), np.float32(a[2]))
-    r = np.sqrt((u / a[0]) ** 2 + (v / a[1]) ** 2 + (w / aw) ** 2)
-    r_outline = r * (1 + 0.03 * np.clip(surface, -4, 4))
-    # Depth below the outline along the ray from the centre: exact for a sphere, close enough
-    # for this nearly spherical brain.
-    depth = (1 - r_outline) * np.sqrt(u**2 + v**2 + w**2) / np.maximum(r, 1e-3)
-    brain = _ramp(depth / h)
-
-    # The interhemispheric fissure is a second cortical surface on the midline plane, above
-    # the corpus callosum and all the way down at the frontal and occipital poles.
-    w_callosum = 18.0 * s
-    below = np.minimum(np.maximum(w_callosum - w, 0), np.maximum(0.55 * a[1] - np.abs(v), 0))
-    cortical_depth = np.minimum(depth, np.abs(u) + below)
-    sulci = np.exp(-((folding / 0.3) ** 2))
-    depth_below_csf = cortical_depth - head.sulcal_depth * sulci
-    csf_outer = 1 - _ramp((depth_below_csf - 1.0) / h)
-    cortex = 1 - _ramp((depth_below_csf - 1.0 - head.cortex) / h)
-
-    nuclei = np.zeros_like(u)
-    ventricles = np.zeros_like(u)
-    for side in (-1.0, 1.0):
-        # Basal ganglia / thalamus: one grey block per hemisphere beside the ventricles.
-        rn = np.sqrt(
-            ((u - side * 18 * s) / (8 * s)) ** 2 + ((v - 2 * s) / (14 * s)) ** 2 + ((w - 2 * s) / (9 * s)) ** 2
-        )
-        nuclei = np.maximum(nuclei, _ramp((1 - rn) * 8 * s / h))
-        # Lateral ventricles: C-shaped (horns curve down at both ends), frontal horns wider,
-        # occipital horns diverging from the midline.
-        length = 28 * s
-        t = (v - 2 * s) / length
-        half_width = head.ventricle * (1 + 0.35 * np.clip(t, -1, 1))
-        lu = u - side * (head.ventricle + 1.5 + 7 * s * np.maximum(-t, 0) ** 2)
-        lw = w - 9 * s + 5 * s * t**2
-        rv = np.sqrt((lu / half_width) ** 2 + t**2 + (lw / (9 * s)) ** 2)
-        ventricles = np.maximum(ventricles, _ramp((1 - rv) * half_width / h))
-
-    inner = 1 - cortex
-    csf = csf_outer + inner * ventricles
-    gm = (cortex - csf_outer) + inner * (1 - ventricles) * nuclei
-    wm = inner * (1 - ventricles) * (1 - nuclei)
-    return Tissue(
-        brain=brain.astype(np.float32),
-        mask=depth > 0,
-        csf=csf.astype(np.float32),
-        gm=gm.astype(np.float32),
-        wm=wm.astype(np.float32),
-    )
-
-
 # -- tumour ----------------------------------------------------------------------------------
 
 
@@ -359,6 +214,10 @@ class Tumour:
     heterogeneity: relative amplitude of the intensity texture inside the core.
     edema_strength: how much the oedema replaces the signal of the tissue it infiltrates.
     signal:       (3, 4) multipliers of CONTRAST for solid / necrosis / enhancing per modality.
+    wm_spread:    how far the outline reaches along white matter (LGG infiltrate along tracts): the outline's
+                  radius is scaled by 1 + wm_spread * (2 * wm - 1), wm the white-matter fraction there.
+    mass:         radius (mm) of the tissue the tumour displaced (:func:`gliomil.anatomy.warp`); the rest of
+                  the core infiltrates the tissue in place.
     """
 
     grade: str
@@ -372,41 +231,33 @@ class Tumour:
     heterogeneity: float
     edema_strength: float
     signal: np.ndarray
+    wm_spread: float
+    mass: float
 
     def half_extent(self) -> np.ndarray:
         """(3,) mm from the centre that holds the whole lesion, oedema included.
 
         A true bound: lesion_maps clips the outline and oedema fields to keep it.
         """
-        return lesion_half_extent(self.semi_axes, self.irregularity, self.edema)
+        return lesion_half_extent(self.semi_axes, self.irregularity, self.edema, self.wm_spread)
 
 
-def lesion_half_extent(semi_axes: np.ndarray, irregularity: float, edema: float) -> np.ndarray:
+def lesion_half_extent(semi_axes: np.ndarray, irregularity: float, edema: float, wm_spread: float) -> np.ndarray:
     """(3,) mm from a tumour's centre that bounds its core and oedema (see lesion_maps): the
-    outline is scaled by at most 1 + 2 * (irregularity + ROUGHNESS), the oedema reaches at most
+    outline is scaled by at most 1 + 2 * (irregularity + ROUGHNESS) + wm_spread, the oedema reaches at most
     1.8 * edema mm beyond it."""
-    return semi_axes * (1 + 2 * (irregularity + ROUGHNESS)) + 1.8 * edema
+    return semi_axes * (1 + 2 * (irregularity + ROUGHNESS) + wm_spread) + 1.8 * edema
 
 
-def _tumour_centre(rng: np.random.Generator, head: Head) -> np.ndarray:
-    """A point deep enough in one hemisphere, above the skull base, in world mm."""
-    while True:
-        direction = rng.standard_normal(3)
-        direction /= np.linalg.norm(direction)
-        point = direction * rng.uniform(0.25, 0.6)
-        if abs(point[0]) > 0.15 and point[2] > -0.4:
-            return head.centre + head.rotation @ (point * head.semi_axes)
-
-
-def sample_tumour(grade: str, rng: np.random.Generator, head: Head) -> Tumour:
-    """Draw a glioma of ``grade`` ("HGG" or "LGG") for this head.
+def sample_tumour(grade: str, rng: np.random.Generator, pose: Pose) -> Tumour:
+    """Draw a glioma of ``grade`` ("HGG" or "LGG") for a brain of this pose, centred in white matter.
 
     Typical HGG: irregular, ring-enhancing around necrosis, heterogeneous, wide oedema.
     Typical LGG: smoother, non-enhancing, homogeneous, T2/FLAIR bright, little oedema.
     Either grade sometimes looks like the other (non-enhancing HGG, patchily enhancing or
     cystic LGG), as in real cohorts, so the grade is learnable but not given away.
     """
-    centre = _tumour_centre(rng, head)
+    centre = sample_site(rng, pose)
     if grade == "HGG":
         radius = rng.uniform(8.0, 24.0)
         irregularity = rng.uniform(0.08, 0.26)
@@ -430,10 +281,15 @@ def sample_tumour(grade: str, rng: np.random.Generator, head: Head) -> Tumour:
         necrosis = rng.uniform(0.3, 0.6) if rng.random() < 0.15 else 0.0
     semi = radius * rng.uniform(0.8, 1.2, size=3)
     semi[2] *= rng.uniform(0.75, 1.0)
+    # Gliomas displace more than they infiltrate when they grow fast (HGG); LGG infiltrate along white matter.
+    if grade == "HGG":
+        wm_spread, displaced = rng.uniform(0.0, 0.1), rng.uniform(0.45, 0.75)
+    else:
+        wm_spread, displaced = rng.uniform(0.15, 0.35), rng.uniform(0.2, 0.5)
     # Keep the lesion, oedema included, to a minority of the brain's axial slices (a MIL bag
     # should be mostly normal slices).
-    reach_z = lesion_half_extent(semi, irregularity, edema)[2]
-    limit = 0.21 * head.height
+    reach_z = lesion_half_extent(semi, irregularity, edema, wm_spread)[2]
+    limit = 0.21 * pose.height
     if reach_z > limit:  # flatten rather than shrink in-plane
         semi[2] *= limit / reach_z
         edema *= limit / reach_z
@@ -450,6 +306,8 @@ def sample_tumour(grade: str, rng: np.random.Generator, head: Head) -> Tumour:
         heterogeneity=heterogeneity,
         edema_strength=rng.uniform(0.55, 0.9),
         signal=signal,
+        wm_spread=wm_spread,
+        mass=displaced * float(semi.min()),
     )
 
 
@@ -492,15 +350,21 @@ def lesion_maps(grid: Grid, tumour: Tumour, tissue: Tissue, rng: np.random.Gener
     rt = np.sqrt(
         (d[0][:, None, None] / a[0]) ** 2 + (d[1][None, :, None] / a[1]) ** 2 + (d[2][None, None, :] / a[2]) ** 2
     )
-    # Large lobes plus a finely rough margin; clipped so that lesion_half_extent holds.
-    rt /= 1 + tumour.irregularity * np.clip(lobes, -2, 2) + ROUGHNESS * np.clip(roughness, -2, 2)
+    brain, mask, csf, wm = (x[box] for x in (tissue.brain, tissue.mask, tissue.csf, tissue.wm))
+    # Large lobes plus a finely rough margin, reaching further along white matter; clipped so that
+    # lesion_half_extent holds.
+    rt /= (
+        1
+        + tumour.irregularity * np.clip(lobes, -2, 2)
+        + ROUGHNESS * np.clip(roughness, -2, 2)
+        + tumour.wm_spread * (2 * wm - 1)
+    )
     # Signed distance (mm) inside the outline along the ray from the centre: the outline's
     # radius in this direction is |d| / rt.
     outline_mm = np.sqrt(d[0][:, None, None] ** 2 + d[1][None, :, None] ** 2 + d[2][None, None, :] ** 2)
     outline_mm /= np.maximum(rt, 1e-6)
     outline_mm[rt < 1e-6] = min(a)
     inside_mm = (1 - rt) * outline_mm
-    brain, mask, csf, wm = (x[box] for x in (tissue.brain, tissue.mask, tissue.csf, tissue.wm))
     core = _ramp(inside_mm / h) * brain
     core_in = (inside_mm > 0) & mask
 
@@ -582,8 +446,14 @@ def render(
     images = np.empty((4, *tissue.brain.shape), dtype=np.float32)
     for m in range(4):
         c = {name: values[m] for name, values in contrast.items()}
-        image = tissue.csf * c["csf"] + tissue.gm * c["gm"] + tissue.wm * c["wm"]
+        image = (
+            tissue.csf * c["csf"]
+            + tissue.gm * c["gm"]
+            + (tissue.wm - tissue.periventricular) * c["wm"]
+            + tissue.periventricular * c["periventricular"]
+        )
         image *= 1 + scanner.texture * texture
+        image += tissue.vascular * (c["vascular"] - image)
         e = tumour.edema_strength * lesion.edema
         near = image[box] * (1 - e) + e * c["edema"]
         signal = tumour.signal[:, m].tolist()
@@ -610,10 +480,34 @@ def synthesize_subject(
     """One synthetic patient.
 
     grade: "HGG" or "LGG". shape: (X, Y, Z) voxels over the 240 x 240 x 155 mm field of view.
-    Returns (images, seg): images float32 (4, X, Y, Z) in MODALITIES order (flair, t1, t1ce, t2),
-    in scanner-like intensity units (hundreds to low thousands), exactly 0 outside the brain
+    Returns (images, seg): images float32 (4, X, Y, Z), RAS, in MODALITIES order (flair, t1, t1ce, t2),
+    in scanner-like intensity units (hundreds to several thousands), exactly 0 outside the brain
     and >= 1 inside; seg uint8 (X, Y, Z) with labels 0 / 1 / 2 / 4.
     """
+    phantom = synthesize_phantom(grade, shape, rng, acquisition)
+    return phantom.images, phantom.seg
+
+
+@dataclass
+class Phantom:
+    """A synthetic patient and the truth behind it.
+
+    images, seg: as :func:`synthesize_subject` returns them. tissue: the normal tissue (before the tumour
+    replaced any) on the voxels of ``box`` (three slices of the full grid, the box around the brain).
+    tumour: the glioma's parameters.
+    """
+
+    images: np.ndarray
+    seg: np.ndarray
+    tissue: Tissue
+    box: tuple[slice, slice, slice]
+    tumour: Tumour
+
+
+def synthesize_phantom(
+    grade: str, shape, rng: np.random.Generator, acquisition: Acquisition = BUILT_IN_SITE
+) -> Phantom:
+    """:func:`synthesize_subject` with the tissue and tumour it was built from (for tests and figures)."""
     if grade not in GRADES:
         raise ValueError(f"grade must be one of {GRADES}, got {grade!r}")
     shape = _checked_shape(shape)
@@ -623,19 +517,37 @@ def synthesize_subject(
         return _synthesize(grade, shape, rng, acquisition)
 
 
+DEFORMATION_MM = (1.5, 3.5)  # range (uniform) of the random deformation's amplitude (std per axis)
+DEFORMATION_SIGMA_MM = 30.0  # its smoothness
+DEFORMATION_CLIP = 2.0  # its fields are clipped to this many std: a deformation moves tissue by less than 2 amplitudes
+HEADROOM_MM = 3.0  # between the top of the brain and the field of view's upper edge, beyond the deformation
+
+
 def _synthesize(grade: str, shape: tuple[int, int, int], rng: np.random.Generator, acquisition: Acquisition):
     full = make_grid(shape)
-    head = sample_head(rng)
-    tumour = sample_tumour(grade, rng, head)
+    deformation = rng.uniform(*DEFORMATION_MM)
+    reach = DEFORMATION_CLIP * deformation
+    pose = sample_pose(rng, ceiling=FOV_MM[2] / 2 - reach - HEADROOM_MM)
+    tumour = sample_tumour(grade, rng, pose)
     scanner = sample_scanner(rng, acquisition)
-    # Only the box around the brain is computed: the background is 0 anyway, and the box
-    # holds a third of the field of view.
-    brain_box = full.box_around(head.centre, head.half_extent())
+    # Only the box around the brain is computed: the background is 0 anyway, and the box holds a third of
+    # the field of view. The deformation moves tissue by less than `reach` per axis, the mass effect outwards by
+    # less than its radius.
+    margin = reach * np.sqrt(3) + tumour.mass + 2 * full.voxel_mm
+    low, high = pose.brain_box(margin)
+    brain_box = full.box_around((low + high) / 2, (high - low) / 2)
     grid = full.crop(brain_box)
 
-    surface, folding, texture = (smooth_field(rng, grid, sigma) for sigma in (12.0, 3.0, 6.0))
+    displacement = np.stack(
+        [
+            np.clip(smooth_field(rng, grid, DEFORMATION_SIGMA_MM), -DEFORMATION_CLIP, DEFORMATION_CLIP)
+            * np.float32(deformation)
+            for _ in range(3)
+        ]
+    )
+    texture = smooth_field(rng, grid, 6.0)
     bias_fields = [smooth_field(rng, grid, 45.0) for _ in MODALITIES]
-    tissue = tissue_fractions(grid, head, surface, folding)
+    tissue = warp(grid, pose, displacement, tumour.centre, tumour.mass)
     lesion = lesion_maps(grid, tumour, tissue, rng)
     images = np.zeros((4, *full.shape), dtype=np.float32)
     images[(slice(None), *brain_box)] = render(
@@ -643,7 +555,7 @@ def _synthesize(grade: str, shape: tuple[int, int, int], rng: np.random.Generato
     )
     seg = np.zeros(full.shape, dtype=np.uint8)
     seg[brain_box][lesion.box] = lesion.seg
-    return images, seg
+    return Phantom(images=images, seg=seg, tissue=tissue, box=brain_box, tumour=tumour)
 
 
 def _checked_shape(shape) -> tuple[int, int, int]:
@@ -670,22 +582,39 @@ def subject_seed(seed: int, grade: str, number: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([seed, SEED_GRADE_ORDER.index(grade), number])
 
 
-def nifti_gz_bytes(data: np.ndarray, affine: np.ndarray) -> bytes:
-    """A .nii.gz file as bytes, identical for identical input (gzip mtime 0, no file name)."""
+def brats_affine(shape) -> np.ndarray:
+    """The affine (4, 4) BraTS ships its volumes with, for a grid of ``shape`` voxels over FOV_MM: LPS voxel
+    axes, ``diag(-1, -1, 1)`` with the offset (0, 239, 0) at 240 x 240 x 155 (the voxel size scales both)."""
+    spacing = np.array(FOV_MM) / np.array(shape)
+    affine = np.diag([-spacing[0], -spacing[1], spacing[2], 1.0])
+    affine[1, 3] = (shape[1] - 1) * spacing[1]
+    return affine
+
+
+def to_brats_lps(volume: np.ndarray) -> np.ndarray:
+    """A RAS-indexed volume (..., X, Y, Z) in the LPS voxel order of :func:`brats_affine` (x and y reversed)."""
+    return volume[..., ::-1, ::-1, :]
+
+
+def nifti_gz_bytes(data: np.ndarray, affine: np.ndarray, code: int = 1) -> bytes:
+    """A .nii.gz file as bytes, identical for identical input (gzip mtime 0, no file name); qform and sform
+    both set to ``affine`` with ``code`` (1, scanner, as BraTS files have)."""
     image = nib.Nifti1Image(data, affine)
     image.header.set_xyzt_units("mm", "sec")
-    image.set_qform(affine, code=1)
-    image.set_sform(affine, code=1)
+    image.set_qform(affine, code=code)
+    image.set_sform(affine, code=code)
     return gzip.compress(image.to_bytes(), compresslevel=GZIP_LEVEL, mtime=0)
 
 
 def write_case(case_dir: Path, case: str, images: np.ndarray, seg: np.ndarray) -> None:
-    """Write one case's five files into ``case_dir`` (created): int16 images, uint8 seg."""
+    """Write one case's five files into ``case_dir`` (created), stored as BraTS stores them: LPS voxel order
+    and affine (:func:`brats_affine`), int16 images, uint8 seg. ``images`` (4, X, Y, Z) and ``seg`` (X, Y, Z)
+    are RAS-indexed, as :func:`synthesize_subject` returns them."""
     case_dir.mkdir(parents=True)
-    affine = voxel_affine(seg.shape)
+    affine = brats_affine(seg.shape)
     ints = np.clip(np.rint(images), 0, np.iinfo(np.int16).max).astype(np.int16)
     for name, data in (*zip(MODALITIES, ints), (SEGMENTATION, seg.astype(np.uint8))):
-        (case_dir / f"{case}_{name}.nii.gz").write_bytes(nifti_gz_bytes(data, affine))
+        (case_dir / f"{case}_{name}.nii.gz").write_bytes(nifti_gz_bytes(to_brats_lps(data), affine))
 
 
 @dataclass(frozen=True)
