@@ -82,7 +82,7 @@ class Atlas:
 
 @functools.cache
 def template() -> Atlas:
-    """The derived template channels at 1 mm (computed once per process, about 3 s)."""
+    """The derived template channels at 1 mm (computed once per process: about 2 s)."""
     folder = template_folder()
     images = {name: nib.load(folder / file) for name, file in TEMPLATE_FILES.items()}
     affine = images["t1"].affine
