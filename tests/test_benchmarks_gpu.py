@@ -21,21 +21,7 @@ def benchmark(monkeypatch):
     return module
 
 
-@pytest.fixture
-def torch_flags():
-    """The benchmark calls make_deterministic(), as the train stage does: torch's flags are restored afterwards."""
-    saved = (
-        torch.are_deterministic_algorithms_enabled(),
-        torch.is_deterministic_algorithms_warn_only_enabled(),
-        torch.backends.cudnn.benchmark,
-        torch.backends.cudnn.deterministic,
-    )
-    yield
-    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[2], saved[3]
-
-
-def test_the_gpu_benchmark_runs_and_reports_at_a_tiny_size(benchmark, torch_flags, tmp_path, capsys):
+def test_the_gpu_benchmark_runs_and_reports_at_a_tiny_size(benchmark, tmp_path, capsys):
     argv = ["--patients", "3", "--epochs", "2", "--steps", "2", "--image-size", "16", "--width", "4"]
     argv += ["--shape", "32", "32", "24", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "gpu.json")]
     result = benchmark.main(argv)

@@ -23,7 +23,7 @@ from test_train import tiny_config, toy_bags  # noqa: E402
 
 from gliomil import interrupts  # noqa: E402
 from gliomil.errors import Interrupted  # noqa: E402
-from gliomil.inference import autocast_dtype, load_checkpoint, make_deterministic, score_bags  # noqa: E402
+from gliomil.inference import autocast_dtype, load_checkpoint, score_bags  # noqa: E402
 from gliomil.train import load_resume_state, train_fold  # noqa: E402
 
 pytestmark = [
@@ -46,21 +46,6 @@ ATTENTION_ATOL = 5e-3
 
 
 @pytest.fixture(scope="module")
-def deterministic():
-    """make_deterministic() for this module, as every stage calls it; torch's flags are restored afterwards."""
-    saved = (
-        torch.are_deterministic_algorithms_enabled(),
-        torch.is_deterministic_algorithms_warn_only_enabled(),
-        torch.backends.cudnn.benchmark,
-        torch.backends.cudnn.deterministic,
-    )
-    make_deterministic()
-    yield
-    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[2], saved[3]
-
-
-@pytest.fixture(scope="module")
 def toy_data():
     return toy_bags(24, 16, seed=0), toy_bags(8, 8, seed=1)
 
@@ -80,7 +65,7 @@ def run(data, folder, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def cuda_fold(deterministic, toy_data, tmp_path_factory):
+def cuda_fold(toy_data, tmp_path_factory):
     """One uninterrupted CUDA fold: (result, its folder, its log lines, the determinism warnings it raised)."""
     folder = tmp_path_factory.mktemp("cuda_fold")
     logs = []
