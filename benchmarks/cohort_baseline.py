@@ -2,7 +2,7 @@
 
     python benchmarks/cohort_baseline.py [--data data/synthetic] [--repeats 5]
 
-For every subject (loaded as the pipeline loads it: :func:`gliomil.brats.load_subject`, canonical RAS):
+For every subject (loaded as the pipeline loads it: :func:`gliomil.data.brats.load_subject`, canonical RAS):
 
 - features of the segmentation-based baseline (:func:`tumour_features`): per modality the mean, standard
   deviation and 10/50/90th percentiles of the brain-z-scored intensities inside the tumour (seg > 0), the
@@ -70,7 +70,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from gliomil.brats import find_subjects, load_subject
+    from gliomil.data.brats import find_subjects, load_subject
 
     features, is_hgg, shares = [], [], []
     subjects = find_subjects(args.data)

@@ -3,21 +3,21 @@
     python benchmarks/gpu_benchmark.py [--epochs 3] [--patients N] [--out FILE]
         [--image-size 128] [--width W] [--steps S] [--device cpu|cuda] [--cache DIR]
 
-``--patients`` synthetic patients of the real size (240 x 240 x 155, :mod:`gliomil.synthetic`) are generated once
+``--patients`` synthetic patients of the real size (240 x 240 x 155, :mod:`gliomil.synthetic.cohort`) are generated once
 into ``--cache`` (default: a folder in the system's temporary directory, reused by later runs), preprocessed
-like the preprocess stage (:func:`gliomil.preprocess.preprocess_case`, params.yaml's settings but
+like the preprocess stage (:func:`gliomil.data.preprocess.preprocess_case`, params.yaml's settings but
 ``--image-size``, default 128: the README's GPU setting) and split into training and inner-validation patients.
 The training settings are params.yaml's ``train`` section (batch_size, bag_size, model, amp, ...; ``--width``
 overrides the model width), the device is the pipeline's (CUDA when available, or ``--device``), and
-:func:`gliomil.inference.make_deterministic` is on, as the train stage runs.
+:func:`gliomil.runtime.device.make_deterministic` is on, as the train stage runs.
 
-One timed epoch is :func:`gliomil.train.train_epoch`, the fold loop's own epoch (bag drawing and augmentation,
-copy to the device, :func:`gliomil.train.train_step`, reading back the outputs), over a BraTS 2018 fold's
+One timed epoch is :func:`gliomil.training.loop.train_epoch`, the fold loop's own epoch (bag drawing and augmentation,
+copy to the device, :func:`gliomil.training.loop.train_step`, reading back the outputs), over a BraTS 2018 fold's
 training split: 285 patients, 4/5 in a fold's training part, of which ``split.inner_val_fraction`` (20%) is held
 back for inner validation, so 182 patients, 46 steps of 4 bags x 32 slices. The synthesized training patients
 are cycled to that count (a bag's cost does not depend on which patient it is drawn from), or to
 ``--steps`` x batch_size patients. After a warm-up (kernel choice, allocator), it times ``--epochs`` such epochs,
-then ``--epochs`` rounds of :func:`gliomil.inference.score_bags` on the inner-validation patients' whole bags.
+then ``--epochs`` rounds of :func:`gliomil.evaluation.scoring.score_bags` on the inner-validation patients' whole bags.
 
 Reports: the device and precision; training slices/s and seconds per fold epoch; inner-validation scoring
 slices/s and seconds per epoch (46 patients at the synthesized patients' mean kept slices); peak memory
@@ -53,23 +53,24 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from gliomil import anatomy, synthetic  # noqa: E402
-from gliomil import params as P  # noqa: E402
-from gliomil.brats import find_subjects, resolve_files  # noqa: E402
-from gliomil.data import BagSet  # noqa: E402
-from gliomil.inference import (  # noqa: E402
+from gliomil import params as P
+from gliomil.data.bags import BagSet
+from gliomil.data.brats import find_subjects, resolve_files
+from gliomil.data.preprocess import PreprocessSettings, preprocess_case
+from gliomil.evaluation.scoring import score_bags
+from gliomil.runtime.device import (
     autocast_dtype,
     default_device,
     make_deterministic,
     precision_name,
-    score_bags,
     set_threads,
 )
-from gliomil.losses import class_weights_from_counts, mil_loss  # noqa: E402
-from gliomil.preprocess import PreprocessSettings, preprocess_case  # noqa: E402
-from gliomil.synthetic import synthesize_cohort  # noqa: E402
-from gliomil.train import TrainConfig, train_epoch  # noqa: E402
-from gliomil.vocabulary import LABELS  # noqa: E402
+from gliomil.synthetic import anatomy
+from gliomil.synthetic import cohort as synthetic
+from gliomil.synthetic.cohort import synthesize_cohort
+from gliomil.training.loop import TrainConfig, train_epoch
+from gliomil.training.losses import class_weights_from_counts, mil_loss
+from gliomil.vocabulary import LABELS
 
 REAL_SHAPE = (240, 240, 155)
 SEED = 0  # of the synthetic patients
@@ -82,7 +83,7 @@ GIB = 2.0**30
 
 @dataclass(frozen=True)
 class FoldSize:
-    """Patients in each part of one cross-validation fold, as :func:`gliomil.split.make_splits` cuts them."""
+    """Patients in each part of one cross-validation fold, as :func:`gliomil.data.split.make_splits` cuts them."""
 
     test: int
     inner_val: int
@@ -207,7 +208,8 @@ def measure(
 ) -> dict:
     """Time ``epochs`` training epochs of ``epoch_patients`` patients, then ``epochs`` scorings of ``val_set``.
 
-    Model, optimizer, gradient scaler and loss are built exactly as :func:`gliomil.train.train_fold` builds them.
+    Model, optimizer, gradient scaler and loss are built exactly as :func:`gliomil.training.loop.train_fold`
+    builds them.
     """
     dtype = autocast_dtype(device, config.amp)
     torch.manual_seed(config.seed)

@@ -148,10 +148,10 @@ def child_train(spec: dict) -> dict:
     import torch
 
     from gliomil import params as P
-    from gliomil.data import BagSet
-    from gliomil.inference import autocast_dtype, default_device, precision_name
-    from gliomil.split import FoldSplit
-    from gliomil.train import TrainConfig, train_fold
+    from gliomil.data.bags import BagSet
+    from gliomil.data.split import FoldSplit
+    from gliomil.runtime.device import autocast_dtype, default_device, precision_name
+    from gliomil.training.loop import TrainConfig, train_fold
 
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
@@ -199,8 +199,8 @@ def child_speed(spec: dict) -> dict:
     import torch
 
     from gliomil import params as P
-    from gliomil.losses import mil_loss
-    from gliomil.train import TrainConfig, train_step
+    from gliomil.training.loop import TrainConfig, train_step
+    from gliomil.training.losses import mil_loss
 
     params = P.load_params(spec["params"])
     top = {key: P.value(params, key) for key in ("seed", "label_smoothing", "use_class_weights")}
@@ -269,7 +269,7 @@ def child_numpy(spec: dict) -> dict:
 
 
 def child_synth(spec: dict) -> dict:
-    from gliomil.synthetic import synthesize_cohort
+    from gliomil.synthetic.cohort import synthesize_cohort
 
     tick = time.perf_counter()
     synthesize_cohort(spec["out"], n_hgg=spec["n_hgg"], n_lgg=spec["n_lgg"], shape=spec["shape"], seed=spec["seed"])
@@ -279,9 +279,9 @@ def child_synth(spec: dict) -> dict:
 def child_cohort(spec: dict) -> dict:
     """Synthesize and preprocess the default cohort into the current folder (data/synthetic, data/preprocessed)."""
     from gliomil import params as P
-    from gliomil.brats import find_subjects
-    from gliomil.preprocess import PreprocessSettings, preprocess_cohort
-    from gliomil.synthetic import synthesize_cohort
+    from gliomil.data.brats import find_subjects
+    from gliomil.data.preprocess import PreprocessSettings, preprocess_cohort
+    from gliomil.synthetic.cohort import synthesize_cohort
 
     params = P.load_params(spec["params"])
     synth, options = P.section(params, "synthesize"), P.section(params, "preprocess")

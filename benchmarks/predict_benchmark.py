@@ -12,9 +12,9 @@ of ``--bundle`` (the repository's packaged model) when its manifest exists; othe
 ``train.model`` (the timing of a forward pass does not depend on the weights). Per case, it times
 
 * nibabel floor: ``np.asanyarray(nib.load(path).dataobj)`` of the five files (read + gzip decompression);
-* load: :func:`gliomil.brats.load_volumes` (the checked load, with reorientation to RAS);
-* preprocess: :func:`gliomil.preprocess.preprocess_volumes` with the bundle's settings;
-* models: :func:`gliomil.predict.score_case`, every fold model on the case's kept slices,
+* load: :func:`gliomil.data.brats.load_volumes` (the checked load, with reorientation to RAS);
+* preprocess: :func:`gliomil.data.preprocess.preprocess_volumes` with the bundle's settings;
+* models: :func:`gliomil.serving.predict.score_case`, every fold model on the case's kept slices,
 
 each ``--repeats`` times (interleaved), reporting the median per case and the mean over cases, after one
 warm-up of the models. Load + preprocess + models is what ``gliomil predict`` does per case, less the
@@ -43,15 +43,22 @@ from threadpoolctl import threadpool_info, threadpool_limits
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from gliomil import params as P  # noqa: E402
-from gliomil.brats import DEFAULT_SUFFIXES, Subject, load_volumes, resolve_files  # noqa: E402
-from gliomil.bundle import InferenceSettings, build_manifest, load_bundle, training_cohort, write_bundle  # noqa: E402
-from gliomil.inference import autocast_dtype, precision_name, save_checkpoint, set_threads  # noqa: E402
-from gliomil.model import ModelConfig  # noqa: E402
-from gliomil.predict import score_case  # noqa: E402
-from gliomil.preprocess import PreprocessSettings, preprocess_volumes  # noqa: E402
-from gliomil.synthetic import case_name, subject_seed, synthesize_subject, write_case  # noqa: E402
-from gliomil.vocabulary import GRADES  # noqa: E402
+from gliomil import params as P
+from gliomil.data.brats import DEFAULT_SUFFIXES, Subject, load_volumes, resolve_files
+from gliomil.data.preprocess import PreprocessSettings, preprocess_volumes
+from gliomil.model.checkpoint import save_checkpoint
+from gliomil.model.dsmil import ModelConfig
+from gliomil.runtime.device import autocast_dtype, precision_name, set_threads
+from gliomil.serving.bundle import (
+    InferenceSettings,
+    build_manifest,
+    load_bundle,
+    training_cohort,
+    write_bundle,
+)
+from gliomil.serving.predict import score_case
+from gliomil.synthetic.cohort import case_name, subject_seed, synthesize_subject, write_case
+from gliomil.vocabulary import GRADES
 
 REAL_SHAPE = (240, 240, 155)
 SEED = 0

@@ -11,7 +11,7 @@ the default size (96 x 96 x 64) and, unless ``--quick``, the real BraTS size
 * the floor: reading the same five files per subject with
   ``nibabel.load(path).get_fdata(dtype=np.float32)`` and nothing else, with the same
   number of worker processes (a fork pool, or inline for one worker), and
-* :func:`gliomil.preprocess.preprocess_cohort`, called as ``stages/preprocess.py`` calls it.
+* :func:`gliomil.data.preprocess.preprocess_cohort`, called as ``stages/preprocess.py`` calls it.
 
 Every measured step runs in a fresh child process (this script with ``--run-step``), so its
 memory starts from nothing and no earlier step's allocations linger. The parent samples the
@@ -41,8 +41,8 @@ import numpy as np
 # Runs from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from gliomil.brats import DEFAULT_SUFFIXES, Subject, find_subjects, resolve_files  # noqa: E402
-from gliomil.workers import map_in_workers  # noqa: E402
+from gliomil.data.brats import DEFAULT_SUFFIXES, Subject, find_subjects, resolve_files
+from gliomil.runtime.workers import map_in_workers
 
 DEFAULT_SHAPE = (96, 96, 64)
 REAL_SHAPE = (240, 240, 155)
@@ -105,7 +105,7 @@ def plan(quick: bool, tmp: Path) -> tuple[list[Config], dict[str, tuple[tuple[in
 
 def make_cohorts(cohorts: dict[str, tuple[tuple[int, int, int], int]]) -> None:
     """Generate each cohort, half HGG and half LGG, then read every file once to warm the page cache."""
-    from gliomil.synthetic import synthesize_cohort
+    from gliomil.synthetic.cohort import synthesize_cohort
 
     for root, (shape, count) in cohorts.items():
         start = time.perf_counter()
@@ -158,7 +158,7 @@ def run_floor(subjects: list[Subject], workers: int) -> None:
 
 def run_preprocess(subjects: list[Subject], workers: int, image_size: int, out_dir: Path) -> None:
     """Run the preprocess step exactly as the stage does (its imports, its pool, its output)."""
-    from gliomil.preprocess import PreprocessSettings, preprocess_cohort
+    from gliomil.data.preprocess import PreprocessSettings, preprocess_cohort
 
     preprocess_cohort(
         subjects,
@@ -176,7 +176,7 @@ def run_step(spec: dict) -> None:
     subjects = balanced(find_subjects(spec["root"]))[: spec["subjects"]]
     # Imported before the clock starts in both steps (the stage imports it up front), so neither
     # times imports and both start from the same memory baseline.
-    import gliomil.preprocess  # noqa: F401
+    import gliomil.data.preprocess  # noqa: F401
 
     start = time.perf_counter()
     if spec["kind"] == "floor":

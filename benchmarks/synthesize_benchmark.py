@@ -8,8 +8,8 @@ Run from the repository root. Each measurement runs in a fresh child process, as
 - cohort: ``synthesize_cohort`` with params.yaml's ``synthesize`` section (all 285 subjects at 96 x 96 x 64 by
   default), with ``--workers`` processes (default: the params' ``workers``), written to a temporary folder;
   the issue's target is under a minute on a 2-core machine.
-- template: preparing the template channels (:func:`gliomil.anatomy.template`) and pre-filtering them for the
-  cohort's voxel size (:func:`gliomil.anatomy.atlas`), once.
+- template: preparing the template channels (:func:`gliomil.synthetic.anatomy.template`) and pre-filtering them for the
+  cohort's voxel size (:func:`gliomil.synthetic.anatomy.atlas`), once.
 - subject: the mean time of one phantom (``synthesize_phantom``, no file) and of writing its five files, over
   ``--subjects`` subjects, at the cohort's shape and at the BraTS size 240 x 240 x 155 (``--real-size``
   subjects, 0 to skip).
@@ -36,21 +36,21 @@ import numpy as np
 args = json.loads(sys.argv[1])
 start = time.perf_counter()
 if args["what"] == "cohort":
-    from gliomil.synthetic import synthesize_cohort
+    from gliomil.synthetic.cohort import synthesize_cohort
     with tempfile.TemporaryDirectory() as tmp:
         cases = synthesize_cohort(Path(tmp) / "cohort", args["n_hgg"], args["n_lgg"], tuple(args["shape"]),
                                   args["seed"], workers=args["workers"])
     print(json.dumps({"seconds": time.perf_counter() - start, "subjects": len(cases)}))
 elif args["what"] == "template":
-    from gliomil import anatomy
+    from gliomil.synthetic import anatomy
     anatomy.template()
     prepared = time.perf_counter()
     spacing = tuple(float(f / n) for f, n in zip((240.0, 240.0, 155.0), args["shape"]))
     anatomy.atlas(spacing)
     print(json.dumps({"template": prepared - start, "atlas": time.perf_counter() - prepared}))
 else:
-    from gliomil import anatomy
-    from gliomil.synthetic import subject_seed, synthesize_phantom, write_case
+    from gliomil.synthetic import anatomy
+    from gliomil.synthetic.cohort import subject_seed, synthesize_phantom, write_case
     shape = tuple(args["shape"])
     anatomy.atlas(tuple(float(f / n) for f, n in zip((240.0, 240.0, 155.0), shape)))
     generate = write = 0.0

@@ -19,12 +19,12 @@ import numpy as np
 import torch
 
 from gliomil import params as P
-from gliomil.data import BagSet, draw_bags
-from gliomil.diagnostics import batch_diagnostics, summarize
-from gliomil.inference import autocast_dtype
-from gliomil.losses import class_weights_from_counts, mil_loss
-from gliomil.split import FoldSplit
-from gliomil.train import TrainConfig, train_step
+from gliomil.data.bags import BagSet, draw_bags
+from gliomil.data.split import FoldSplit
+from gliomil.evaluation.diagnostics import batch_diagnostics, summarize
+from gliomil.runtime.device import autocast_dtype
+from gliomil.training.loop import TrainConfig, train_step
+from gliomil.training.losses import class_weights_from_counts, mil_loss
 
 
 def main():

@@ -23,8 +23,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from gliomil import paths  # noqa: E402
-from gliomil.preprocess import load_bag, load_verified_bag, read_manifest  # noqa: E402
+from gliomil import paths
+from gliomil.data.slices import load_bag, load_verified_bag, read_manifest
 
 
 def main() -> None:

@@ -37,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's gliomil, as stages do
 
 if "numpy" not in sys.modules:  # as a script: the preprocessing's BLAS kernels (after numpy it would raise)
-    import gliomil.blas  # noqa: F401
+    import gliomil.runtime.blas  # noqa: F401
 
 # isort: split
 
@@ -55,20 +55,12 @@ from matplotlib.colors import to_rgb  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
 from gliomil import paths  # noqa: E402
-from gliomil.brats import SUFFIX_KEYS, find_subjects  # noqa: E402
+from gliomil.data.brats import SUFFIX_KEYS, find_subjects  # noqa: E402
+from gliomil.data.preprocess import PreprocessSettings, enclosing_square, preprocess_case
+from gliomil.data.slices import MANIFEST, SLICE_TABLE, load_bag, read_manifest, read_slice_table
 from gliomil.errors import GliomilError  # noqa: E402
-from gliomil.files import write_with  # noqa: E402
-from gliomil.preprocess import (  # noqa: E402
-    MANIFEST,
-    SLICE_TABLE,
-    PreprocessSettings,
-    enclosing_square,
-    load_bag,
-    preprocess_case,
-    read_manifest,
-    read_slice_table,
-)
-from gliomil.stage import run_command  # noqa: E402
+from gliomil.runtime.files import write_with  # noqa: E402
+from gliomil.runtime.stage import run_command  # noqa: E402
 from gliomil.vocabulary import GRADES, MODALITIES  # noqa: E402
 
 OUT = Path("docs/cohort.png")
@@ -153,7 +145,7 @@ class CaseSlice:
 
 def source_files(manifest_row: pd.Series, data: Path) -> dict[str, Path]:
     """The files the case was preprocessed from (the manifest's ``source_files`` names), looked up in its folder
-    under ``data`` (any layout :func:`gliomil.brats.find_subjects` reads)."""
+    under ``data`` (any layout :func:`gliomil.data.brats.find_subjects` reads)."""
     subject_id = manifest_row["subject_id"]
     subjects = {subject.subject_id: subject for subject in find_subjects(data)}
     if subject_id not in subjects:
@@ -171,7 +163,7 @@ def source_files(manifest_row: pd.Series, data: Path) -> dict[str, Path]:
 def load_case(preprocessed: Path, data: Path, manifest_row: pd.Series, slice_row: pd.Series) -> CaseSlice:
     """The chosen slice from the bag, and the stored slice and seg through the preprocessing's own geometry.
 
-    :func:`gliomil.preprocess.preprocess_case` is rerun with every axial slice kept (min_brain_fraction 0:
+    :func:`gliomil.data.preprocess.preprocess_case` is rerun with every axial slice kept (min_brain_fraction 0:
     the crop box and resampling weights do not depend on it), its geometry then resamples the seg's labels;
     the tumour fraction it measures on the slice must equal ``slices.csv``'s, or the data are not the files
     the bags were made from.

@@ -5,7 +5,7 @@ DVC runs queued experiments (`dvc exp run --queue`, `dvc queue start`) in copies
 would run whatever code is there when it starts, not the code it was queued with: src/ goes first on sys.path.
 
 Then, before the seconds that importing torch takes, the stage asks to die with `dvc` and starts recording
-SIGINT/SIGTERM (gliomil.interrupts): a `dvc` killed, or a Ctrl-C, during the imports is not missed.
+SIGINT/SIGTERM (gliomil.runtime.interrupts): a `dvc` killed, or a Ctrl-C, during the imports is not missed.
 """
 
 import sys
@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from gliomil import interrupts  # noqa: E402
+from gliomil.runtime import interrupts  # noqa: E402
 
 interrupts.die_with_parent()
 interrupts.install()

@@ -18,13 +18,20 @@ import pandas as pd
 
 from gliomil import params as P
 from gliomil import paths
-from gliomil.aggregate import STATUSES, StatusRules, fold_statuses, headline, mean_and_std, seed_table
-from gliomil.audit import FoldRecord, checklist, mil_history, render_report
-from gliomil.diagnostics import CollapseThresholds
-from gliomil.files import write_json, write_text
-from gliomil.metrics import pooled_auc_with_ci, threshold_metrics
-from gliomil.plots import plot_confusion, plot_rocs
-from gliomil.stage import run_stage
+from gliomil.evaluation.aggregate import (
+    STATUSES,
+    StatusRules,
+    fold_statuses,
+    headline,
+    mean_and_std,
+    seed_table,
+)
+from gliomil.evaluation.audit import FoldRecord, checklist, mil_history, render_report
+from gliomil.evaluation.diagnostics import CollapseThresholds
+from gliomil.evaluation.metrics import pooled_auc_with_ci, threshold_metrics
+from gliomil.evaluation.plots import plot_confusion, plot_rocs
+from gliomil.runtime.files import write_json, write_text
+from gliomil.runtime.stage import run_stage
 
 KNOBS = ("label_smoothing", "use_class_weights", "train.weighted_sampler", "train.epochs", "seed")
 CURVES = ("roc", "precision_recall", "calibration")

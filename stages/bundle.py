@@ -1,7 +1,7 @@
 """Stage bundle: every fold's best checkpoint and the manifest that scores new patients -> bundle/.
 
 The decision threshold is Youden's J on the pooled inner-validation predictions (never the held-out
-patients); see gliomil.bundle. `gliomil predict --bundle bundle ...` then needs nothing else.
+patients); see gliomil.serving.bundle. `gliomil predict --bundle bundle ...` then needs nothing else.
 """
 
 import _src  # noqa: F401  (first: gliomil from this checkout, see stages/_src.py)
@@ -14,16 +14,17 @@ import pandas as pd
 
 from gliomil import params as P
 from gliomil import paths
-from gliomil.bundle import (
+from gliomil.data.preprocess import PreprocessSettings
+from gliomil.data.slices import read_manifest
+from gliomil.runtime.stage import run_stage
+from gliomil.serving.bundle import (
     InferenceSettings,
     build_manifest,
     pooled_inner_val_threshold,
     training_cohort,
     write_bundle,
 )
-from gliomil.preprocess import PreprocessSettings, read_manifest
-from gliomil.stage import run_stage
-from gliomil.train import TrainConfig
+from gliomil.training.loop import TrainConfig
 
 # Recorded in the manifest: every param that shaped the models.
 RECORDED = ("seed", "folds", "label_smoothing", "use_class_weights", "data", "preprocess", "split", "train")
@@ -52,7 +53,7 @@ def main():
         training={
             **training_cohort(read_manifest(paths.PREPROCESSED)),
             # The effective training configuration; importing the training code also puts it under the manifest's
-            # code hash (gliomil.bundle.code_version), as it is under this stage's deps.
+            # code hash (gliomil.serving.bundle.code_version), as it is under this stage's deps.
             "config": asdict(
                 TrainConfig.from_settings({key: P.value(params, key) for key in TOP_LEVEL}, P.section(params, "train"))
             ),

@@ -13,8 +13,8 @@ from pathlib import Path
 from gliomil import params as P
 from gliomil import paths
 from gliomil.errors import ParamsError
-from gliomil.files import write_text
-from gliomil.stage import run_stage
+from gliomil.runtime.files import write_text
+from gliomil.runtime.stage import run_stage
 
 
 def main():

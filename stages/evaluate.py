@@ -15,21 +15,14 @@ import sys
 
 from gliomil import params as P
 from gliomil import paths
-from gliomil.data import BagSet
-from gliomil.files import write_json, write_text
-from gliomil.inference import (
-    autocast_dtype,
-    default_device,
-    load_checkpoint,
-    make_deterministic,
-    patient_predictions,
-    score_bags,
-    set_threads,
-    whole_bag_summary,
-)
-from gliomil.metrics import curve_tables, fold_metrics, youden_threshold
-from gliomil.split import FoldSplit
-from gliomil.stage import fold_argument, run_stage
+from gliomil.data.bags import BagSet
+from gliomil.data.split import FoldSplit
+from gliomil.evaluation.metrics import curve_tables, fold_metrics, youden_threshold
+from gliomil.evaluation.scoring import patient_predictions, score_bags, whole_bag_summary
+from gliomil.model.checkpoint import load_checkpoint
+from gliomil.runtime.device import autocast_dtype, default_device, make_deterministic, set_threads
+from gliomil.runtime.files import write_json, write_text
+from gliomil.runtime.stage import fold_argument, run_stage
 
 
 def main():

@@ -10,20 +10,20 @@ import _src  # noqa: F401  (first: gliomil from this checkout, see stages/_src.p
 
 # isort: split
 
-import gliomil.blas  # noqa: F401  (first: pins OpenBLAS kernels before numpy loads, as preprocess does)
+import gliomil.runtime.blas  # noqa: F401  (first: pins OpenBLAS kernels before numpy loads, as preprocess does)
 
 # isort: split
 
 from gliomil import params as P
 from gliomil import paths
-from gliomil.brats import find_subjects
-from gliomil.bundle import load_bundle
+from gliomil.data.brats import find_subjects
 from gliomil.errors import GliomilError
-from gliomil.files import write_json, write_text
-from gliomil.inference import default_device, make_deterministic, set_threads
-from gliomil.metrics import curve_tables, external_validation
-from gliomil.predict import Case, predict_cases
-from gliomil.stage import run_stage
+from gliomil.evaluation.metrics import curve_tables, external_validation
+from gliomil.runtime.device import default_device, make_deterministic, set_threads
+from gliomil.runtime.files import write_json, write_text
+from gliomil.runtime.stage import run_stage
+from gliomil.serving.bundle import load_bundle
+from gliomil.serving.predict import Case, predict_cases
 from gliomil.vocabulary import GRADES, LABELS
 
 

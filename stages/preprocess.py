@@ -4,7 +4,7 @@ import _src  # noqa: F401  (first: gliomil from this checkout, see stages/_src.p
 
 # isort: split
 
-import gliomil.blas  # noqa: F401  (first: pins OpenBLAS kernels before numpy loads)
+import gliomil.runtime.blas  # noqa: F401  (first: pins OpenBLAS kernels before numpy loads)
 
 # isort: split
 
@@ -12,10 +12,10 @@ import pandas as pd
 
 from gliomil import params as P
 from gliomil import paths
-from gliomil.brats import find_subjects
-from gliomil.files import write_json, write_text
-from gliomil.preprocess import PreprocessSettings, preprocess_cohort
-from gliomil.stage import run_stage
+from gliomil.data.brats import find_subjects
+from gliomil.data.preprocess import PreprocessSettings, preprocess_cohort
+from gliomil.runtime.files import write_json, write_text
+from gliomil.runtime.stage import run_stage
 
 METRICS = "metrics/preprocess.json"
 SKIPPED_REPORT = "reports/preprocess_skipped.csv"

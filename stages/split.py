@@ -6,10 +6,10 @@ import _src  # noqa: F401  (first: gliomil from this checkout, see stages/_src.p
 
 from gliomil import params as P
 from gliomil import paths
-from gliomil.files import atomic_directory, write_json, write_text
-from gliomil.preprocess import read_manifest
-from gliomil.split import class_counts, make_splits
-from gliomil.stage import run_stage
+from gliomil.data.slices import read_manifest
+from gliomil.data.split import class_counts, make_splits
+from gliomil.runtime.files import atomic_directory, write_json, write_text
+from gliomil.runtime.stage import run_stage
 
 METRICS = "metrics/split.json"
 

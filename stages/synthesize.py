@@ -4,14 +4,14 @@ import _src  # noqa: F401  (first: gliomil from this checkout, see stages/_src.p
 
 # isort: split
 
-import gliomil.blas  # noqa: F401  (first: pins OpenBLAS kernels before numpy loads)
+import gliomil.runtime.blas  # noqa: F401  (first: pins OpenBLAS kernels before numpy loads)
 
 # isort: split
 
 from gliomil import params as P
 from gliomil import paths
-from gliomil.stage import run_stage
-from gliomil.synthetic import synthesize_cohort
+from gliomil.runtime.stage import run_stage
+from gliomil.synthetic.cohort import synthesize_cohort
 
 
 def main():

@@ -23,14 +23,14 @@ import torch
 
 from gliomil import code_version, paths
 from gliomil import params as P
-from gliomil.data import BagSet
+from gliomil.data.bags import BagSet
+from gliomil.data.split import FoldSplit
 from gliomil.errors import Interrupted
-from gliomil.files import exclusive, replace_directory, write_json, write_text
-from gliomil.inference import autocast_dtype, default_device, make_deterministic, set_threads
-from gliomil.reporting import EpochReporter, open_live
-from gliomil.split import FoldSplit
-from gliomil.stage import fold_argument, run_stage
-from gliomil.train import TrainConfig, load_resume_state, train_fold
+from gliomil.runtime.device import autocast_dtype, default_device, make_deterministic, set_threads
+from gliomil.runtime.files import exclusive, make_directory, replace_directory, write_json, write_text
+from gliomil.runtime.stage import fold_argument, run_stage
+from gliomil.training.loop import TrainConfig, load_resume_state, train_fold
+from gliomil.training.reporting import EpochReporter, live_writes, open_live
 from gliomil.vocabulary import GRADES
 
 TOP_LEVEL = ("seed", "label_smoothing", "use_class_weights")
@@ -80,7 +80,7 @@ def main():
         if resume is None:
             shutil.rmtree(work, ignore_errors=True)
             for part in PARTS:
-                (work / part).mkdir(parents=True)
+                make_directory(work / part)
         live = open_live(work / "logs", resume["epoch"] if resume else 0)
         history = resume["history"] if resume else []
         reporter = EpochReporter(live, work / "figures", train["plot_every"], fold, val_set, history=history)
@@ -113,7 +113,8 @@ def main():
         write_text(work / "model" / "history.csv", pd.DataFrame(result.history).to_csv(index=False))
         live.summary["best"] = {"epoch": result.best_epoch, **{f"val_{k}": v for k, v in result.best.items()}}
         live.summary["collapse_epochs"] = result.collapse_epochs
-        live.end()
+        with live_writes(work / "logs"):
+            live.end()
         summary = (work / "logs" / "metrics.json").read_text()
         state_path.unlink()  # from here a stopped run starts the fold again: its parts are being moved
         for part, output in zip(

@@ -1,10 +1,13 @@
 """Shared fixtures: a tiny synthetic cohort written once per test session."""
 
 import csv
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +15,8 @@ import pytest
 import torch
 import yaml
 
-from gliomil.inference import make_deterministic
-from gliomil.synthetic import synthesize_cohort
+from gliomil.runtime.device import make_deterministic
+from gliomil.synthetic.cohort import synthesize_cohort
 
 # Test tensors are tiny: a second intra-op thread only adds synchronisation, and when the
 # machine is busy OpenMP's waiting threads made the training tests six times slower.
@@ -63,8 +66,8 @@ def run_tool(args, cwd, env=None, check=True) -> subprocess.CompletedProcess:
     return result
 
 
-# shared/ sits beside the repository root, both in the working copy and on CI's clone.
-ASAH = REPO.parent / "shared" / "reference-data" / "asah.csv"
+# pROC's aSAH example data, with its provenance and published answers in tests/data/README.md.
+ASAH = REPO / "tests" / "data" / "asah.csv"
 
 
 @pytest.fixture(scope="session")
@@ -138,3 +141,57 @@ def repro(repo: Path, *args) -> str:
 def stages_run(output: str) -> set[str]:
     """The stages `dvc repro` / `dvc exp run` output says it ran."""
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
+
+
+# -- one from-scratch run per params, shared by the session's end-to-end tests --------------------------------------
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A from-scratch `dvc repro` of the pipeline, done once per test session.
+
+    ``repo`` is the finished repo: its outputs, dvc.lock (not committed), its DVC cache with every stage's run-cache
+    entry. Treat it as read-only: ``copy`` it before running anything that writes. ``output`` is what that
+    `dvc repro` printed and ``seconds`` how long it took, for tests that check a run from scratch.
+    """
+
+    repo: Path
+    output: str
+    seconds: float
+
+    def copy(self, target: Path) -> Path:
+        """An independent copy at ``target`` (which must not exist): working tree, .git and .dvc (cache, run-cache)
+        alike; nothing in it refers to the original. ``target``'s parent is made if needed."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(self.repo, target, symlinks=True)
+        return target
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """``finished_run(params) -> FinishedRun``: a pipeline repo with ``params`` after one `dvc repro`, made the first
+    time a test asks for these params and reused by every later one (copy it before changing anything)."""
+    runs: dict[str, FinishedRun] = {}
+
+    def get(params: dict) -> FinishedRun:
+        key = json.dumps(params, sort_keys=True)
+        if key not in runs:
+            repo = make_pipeline_repo(tmp_path_factory.mktemp("finished_run"), params)
+            start = time.monotonic()
+            output = repro(repo)
+            runs[key] = FinishedRun(repo, output, time.monotonic() - start)
+        return runs[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_run(finished_run) -> FinishedRun:
+    """The whole pipeline run from scratch once on tiny_params() (five folds)."""
+    return finished_run(tiny_params())
+
+
+@pytest.fixture
+def tiny_run_copy(tiny_run, tmp_path) -> Path:
+    """This test's own copy of ``tiny_run``'s finished repo: up to date, outputs and cache in place."""
+    return tiny_run.copy(tmp_path / "repo")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from gliomil.aggregate import StatusRules, fold_status, fold_statuses, mean_and_std, seed_table
+from gliomil.evaluation.aggregate import StatusRules, fold_status, fold_statuses, mean_and_std, seed_table
 
 
 def _at(predicted_hgg, predicted_lgg, sensitivity, specificity, balanced_accuracy):
@@ -55,7 +55,7 @@ def test_seed_table_has_the_audit_columns():
 
 
 def test_headline_takes_the_pooled_numbers_and_counts_flagged_folds():
-    from gliomil.aggregate import headline
+    from gliomil.evaluation.aggregate import headline
 
     summary = {
         "pooled": {"auc": 0.85, "ci_low": 0.8, "ci_high": 0.9},

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gliomil.audit import (
+from gliomil.evaluation.audit import (
     FoldRecord,
     checklist,
     epochs_with_all_diagnostics,
@@ -15,7 +15,7 @@ from gliomil.audit import (
     recount_collapse,
     render_report,
 )
-from gliomil.diagnostics import LOGGED_KEYS, CollapseThresholds
+from gliomil.evaluation.diagnostics import LOGGED_KEYS, CollapseThresholds
 
 THRESHOLDS = CollapseThresholds(uniform_entropy=0.98, uniform_max_ratio=1.5, onehot_max_attention=0.95)
 HEALTHY = {"mean_normalized_entropy": 0.7, "mean_max_attention": 0.2, "mean_uniform_weight": 1 / 32}

@@ -10,6 +10,8 @@ import pytest
 import torch
 from conftest import REPO
 
+from gliomil import params as P
+
 
 @pytest.fixture
 def benchmark(monkeypatch):
@@ -21,7 +23,20 @@ def benchmark(monkeypatch):
     return module
 
 
-def test_the_gpu_benchmark_runs_and_reports_at_a_tiny_size(benchmark, tmp_path, capsys):
+def test_the_gpu_benchmark_runs_and_reports_at_a_tiny_size(benchmark, tmp_path, capsys, monkeypatch):
+    trained, scored = [], []  # the models the timed epochs train and the scoring rounds score
+
+    def train_epoch(model, *args, **kwargs):
+        trained.append(model)
+        return real_train_epoch(model, *args, **kwargs)
+
+    def score_bags(model, *args, **kwargs):
+        scored.append(model)
+        return real_score_bags(model, *args, **kwargs)
+
+    real_train_epoch, real_score_bags = benchmark.train_epoch, benchmark.score_bags
+    monkeypatch.setattr(benchmark, "train_epoch", train_epoch)
+    monkeypatch.setattr(benchmark, "score_bags", score_bags)
     argv = ["--patients", "3", "--epochs", "2", "--steps", "2", "--image-size", "16", "--width", "4"]
     argv += ["--shape", "32", "32", "24", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "gpu.json")]
     result = benchmark.main(argv)
@@ -38,7 +53,7 @@ def test_the_gpu_benchmark_runs_and_reports_at_a_tiny_size(benchmark, tmp_path, 
         "synthesis_s": None,
         "preprocess_s_per_patient": result["data"]["preprocess_s_per_patient"],
     }
-    assert result["train"] | {"width": 4} == {
+    assert result["train"] == {
         "batch_size": 4,
         "bag_size": 32,
         "width": 4,
@@ -46,6 +61,13 @@ def test_the_gpu_benchmark_runs_and_reports_at_a_tiny_size(benchmark, tmp_path, 
         "amp": True,
         "eval_chunk": 256,
     }  # params.yaml's train settings, --width overriding the model width
+    assert P.value(P.load_params(REPO / "params.yaml"), "train.model.width") != 4  # so the override shows
+    # --width reaches the model: 4 channels in the first block, 4 * 2**(depth - 1) = 32 features
+    assert trained and scored and {id(m) for m in trained} == {id(m) for m in scored}
+    encoder = trained[0].encoder
+    assert encoder.features[0].out_channels == 4 and encoder.out_features == 32
+    assert trained[0].aggregator.in_features == 32
+    assert "model: width 4, depth 4;" in printed
     assert (measured["epoch_patients"], measured["steps_per_epoch"], measured["val_patients"]) == (8, 2, 1)
     assert len(measured["train_epoch_seconds"]) == len(measured["val_seconds"]) == 2
     for key in ("train_slices_per_s", "val_slices_per_s"):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 PROBE = (
-    "import gliomil.blas, numpy\n"
+    "import gliomil.runtime.blas, numpy\n"
     "from threadpoolctl import threadpool_info\n"
     "print([i.get('architecture') for i in threadpool_info() if i['internal_api'] == 'openblas'][0])\n"
 )
@@ -23,7 +23,7 @@ def _x86_with_avx2() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64") and " avx2" in flags
 
 
-@pytest.mark.skipif(not _x86_with_avx2(), reason="gliomil.blas pins kernels only on x86 CPUs with AVX2")
+@pytest.mark.skipif(not _x86_with_avx2(), reason="gliomil.runtime.blas pins kernels only on x86 CPUs with AVX2")
 @pytest.mark.parametrize("inherited", [None, "SkylakeX"])
 def test_importing_gliomil_blas_first_pins_the_haswell_kernels(inherited):
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENBLAS_")}
@@ -34,6 +34,6 @@ def test_importing_gliomil_blas_first_pins_the_haswell_kernels(inherited):
 
 
 def test_importing_gliomil_blas_after_numpy_is_an_error():
-    late = "import numpy\nimport gliomil.blas\n"
+    late = "import numpy\nimport gliomil.runtime.blas\n"
     result = subprocess.run([sys.executable, "-c", late], capture_output=True, text=True)
-    assert result.returncode != 0 and "import gliomil.blas before numpy" in result.stderr
+    assert result.returncode != 0 and "import gliomil.runtime.blas before numpy" in result.stderr

@@ -1,20 +1,15 @@
-"""Tests for gliomil.brats: subject discovery in each layout, file resolution and load checks."""
+"""Tests for gliomil.data.brats: subject discovery in each layout, file resolution and load checks."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from gliomil.brats import (
-    DEFAULT_SUFFIXES,
-    Subject,
-    find_subjects,
-    load_subject,
-    resolve_files,
-)
+from gliomil.data.brats import DEFAULT_SUFFIXES, Subject, find_subjects, load_subject, resolve_files
 from gliomil.errors import GliomilError, InputError
 from gliomil.vocabulary import MODALITIES
 
@@ -65,7 +60,7 @@ def one_subject(tmp_path: Path, case="Brats18_X") -> Subject:
 
 def expect_input_error(subject: Subject, path: Path, *problem_words: str) -> InputError:
     """load_subject's error, after checking it names the subject, the file and the problem."""
-    with pytest.raises(InputError) as caught:
+    with pytest.raises(InputError, match=f"^{re.escape(f'{subject.subject_id}: {path}: ')}") as caught:
         load_subject(subject)
     message = str(caught.value)
     assert "\n" not in message

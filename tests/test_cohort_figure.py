@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from conftest import REPO, run_tool
 
-from gliomil.brats import find_subjects, load_subject
+from gliomil.data.brats import find_subjects, load_subject
+from gliomil.data.preprocess import PreprocessSettings, preprocess_cohort
+from gliomil.data.slices import read_manifest, read_slice_table
 from gliomil.errors import GliomilError
-from gliomil.preprocess import PreprocessSettings, preprocess_cohort, read_manifest, read_slice_table
 
 SCRIPT = REPO / "docs" / "cohort_figure.py"
 SUFFIXES = {"flair": "flair", "t1": "t1", "t1ce": "t1ce", "t2": "t2", "seg": "seg"}

@@ -1,11 +1,11 @@
-"""Tests for gliomil.diagnostics: hand-computed values, edge cases, collapse verdicts."""
+"""Tests for gliomil.evaluation.diagnostics: hand-computed values, edge cases, collapse verdicts."""
 
 import math
 
 import numpy as np
 import pytest
 
-from gliomil.diagnostics import (
+from gliomil.evaluation.diagnostics import (
     BagDiagnostics,
     CollapseThresholds,
     bag_diagnostics,
@@ -294,11 +294,16 @@ def test_collapse_warning_names_fold_epoch_and_numbers():
 
 
 @pytest.mark.parametrize(
-    "kwargs",
-    [{"uniform_entropy": 0.0}, {"uniform_entropy": 1.2}, {"uniform_max_ratio": 0.9}, {"onehot_max_attention": 1.5}],
+    "kwargs, message",
+    [
+        ({"uniform_entropy": 0.0}, r"uniform_entropy must lie in \(0, 1\], got 0.0"),
+        ({"uniform_entropy": 1.2}, r"uniform_entropy must lie in \(0, 1\], got 1.2"),
+        ({"uniform_max_ratio": 0.9}, "uniform_max_ratio must be >= 1, got 0.9"),
+        ({"onehot_max_attention": 1.5}, r"onehot_max_attention must lie in \(0, 1\], got 1.5"),
+    ],
 )
-def test_thresholds_validated(kwargs):
-    with pytest.raises(ValueError):
+def test_thresholds_validated(kwargs, message):
+    with pytest.raises(ValueError, match=message):
         CollapseThresholds(**kwargs)
 
 
@@ -344,5 +349,5 @@ def test_sum_error_names_the_bag():
 def test_bag_diagnostics_is_frozen():
     d = bag_diagnostics([0.5, 0.5], [0.0, 1.0])
     assert isinstance(d, BagDiagnostics)
-    with pytest.raises(AttributeError):
+    with pytest.raises(AttributeError, match="cannot assign to field 'entropy'"):
         d.entropy = 0.0

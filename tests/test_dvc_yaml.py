@@ -15,34 +15,49 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "src" / "gliomil"
 
 
+def _module_file(name: str) -> Path | None:
+    """The file of a dotted gliomil module name ("gliomil.data.bags" -> src/gliomil/data/bags.py), if it is one."""
+    parts = name.split(".")[1:]
+    for candidate in (PACKAGE.joinpath(*parts).with_suffix(".py"), PACKAGE.joinpath(*parts, "__init__.py")):
+        if parts and candidate.is_file():
+            return candidate
+    return None
+
+
 def _imported_modules(path: Path) -> set[str]:
-    """gliomil module names imported anywhere in a file (function-level imports included: they run too)."""
-    in_package = path.parent == PACKAGE
+    """Dotted gliomil modules imported anywhere in a file (function-level imports included: they run too).
+
+    ``from gliomil.x import y`` counts ``gliomil.x.y`` when y is a module and ``gliomil.x`` otherwise."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            names |= {a.name.split(".")[1] for a in node.names if a.name.startswith("gliomil.")}
+            names |= {a.name for a in node.names if a.name.startswith("gliomil.")}
         elif isinstance(node, ast.ImportFrom):
-            relative = node.level == 1 and in_package
-            if relative and node.module is None or node.module == "gliomil":
-                names |= {a.name for a in node.names}  # from . import x / from gliomil import x
-            elif relative:
-                names.add(node.module.split(".")[0])
-            elif node.module and node.module.startswith("gliomil."):
-                names.add(node.module.split(".")[1])
-    return {n for n in names if (PACKAGE / f"{n}.py").is_file()}
+            assert node.level == 0, f"{path}: relative import (the package imports absolutely)"
+            if node.module and (node.module == "gliomil" or node.module.startswith("gliomil.")):
+                for alias in node.names:
+                    child = f"{node.module}.{alias.name}"
+                    names.add(child if _module_file(child) else node.module)
+    return {n for n in names if n != "gliomil" and _module_file(n)}
+
+
+def _with_packages(module: str) -> set[str]:
+    """A module and every package above it: importing gliomil.data.bags runs gliomil/data/__init__.py too."""
+    parts = module.split(".")
+    return {".".join(parts[:i]) for i in range(2, len(parts) + 1)}
 
 
 def import_closure(script: Path) -> set[str]:
-    """Repository-relative paths of the package modules ``script`` needs, ``__init__.py`` included."""
+    """Repository-relative paths of the package modules ``script`` needs, every ``__init__.py`` included."""
     seen: set[str] = set()
     todo = list(_imported_modules(script))
     while todo:
         name = todo.pop()
-        if name not in seen:
-            seen.add(name)
-            todo += _imported_modules(PACKAGE / f"{name}.py")
-    return {f"src/gliomil/{n}.py" for n in seen} | ({"src/gliomil/__init__.py"} if seen else set())
+        for module in _with_packages(name) - seen:
+            seen.add(module)
+            todo += _imported_modules(_module_file(module))
+    files = {str(_module_file(n).relative_to(REPO)) for n in seen}
+    return files | ({"src/gliomil/__init__.py"} if seen else set())
 
 
 DVC_YAML = yaml.safe_load((REPO / "dvc.yaml").read_text())
@@ -125,17 +140,21 @@ def test_fold_paths_are_the_ones_the_package_spells():
 
 def test_import_closure_follows_imports_inside_the_package(tmp_path):
     script = tmp_path / "stage.py"
-    script.write_text("from gliomil.inference import score_bags\n")
+    script.write_text("from gliomil.evaluation.scoring import score_bags\nfrom gliomil.runtime import interrupts\n")
     closure = import_closure(script)
     assert {
-        "src/gliomil/inference.py",
-        "src/gliomil/model.py",
-        "src/gliomil/data.py",
-        "src/gliomil/preprocess.py",
-        "src/gliomil/brats.py",
+        "src/gliomil/evaluation/scoring.py",
+        "src/gliomil/evaluation/__init__.py",
+        "src/gliomil/model/dsmil.py",
+        "src/gliomil/model/__init__.py",
+        "src/gliomil/data/bags.py",
+        "src/gliomil/data/slices.py",
+        "src/gliomil/runtime/interrupts.py",
+        "src/gliomil/runtime/__init__.py",
         "src/gliomil/__init__.py",
     } <= closure
-    assert "src/gliomil/train.py" not in closure
+    assert "src/gliomil/training/loop.py" not in closure
+    assert "src/gliomil/data/preprocess.py" not in closure  # the slice store is read without the maths
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))
@@ -152,11 +171,12 @@ def test_src_bootstrap_beats_the_installed_package(tmp_path):
     import sys
 
     (tmp_path / "stages").mkdir()
-    (tmp_path / "src/gliomil").mkdir(parents=True)
+    (tmp_path / "src/gliomil/runtime").mkdir(parents=True)
     (tmp_path / "stages/_src.py").write_text((REPO / "stages/_src.py").read_text())
     (tmp_path / "stages/probe.py").write_text("import _src\nimport gliomil\nprint(gliomil.__file__)\n")
     (tmp_path / "src/gliomil/__init__.py").write_text("")
-    for module in ("interrupts.py", "errors.py"):  # what _src.py itself imports
+    (tmp_path / "src/gliomil/runtime/__init__.py").write_text("")
+    for module in ("runtime/interrupts.py", "errors.py"):  # what _src.py itself imports
         (tmp_path / "src/gliomil" / module).write_text((PACKAGE / module).read_text())
     probe = [sys.executable, "stages/probe.py"]
     shown = subprocess.run(probe, cwd=tmp_path, capture_output=True, text=True, check=True)

@@ -15,15 +15,16 @@ import pytest
 import torch
 from conftest import tool_env
 
-from gliomil import interrupts
-from gliomil.brats import find_subjects
-from gliomil.data import BagSet
+from gliomil.data.bags import BagSet
+from gliomil.data.brats import find_subjects
+from gliomil.data.preprocess import PreprocessSettings, preprocess_cohort
+from gliomil.data.slices import read_manifest
 from gliomil.errors import GliomilError, InputError, Interrupted, OutputError
-from gliomil.files import exclusive, write_text
-from gliomil.inference import load_checkpoint, save_checkpoint
-from gliomil.model import ModelConfig
-from gliomil.preprocess import PreprocessSettings, preprocess_cohort, read_manifest
-from gliomil.train import TrainConfig, train_fold
+from gliomil.model.checkpoint import load_checkpoint, save_checkpoint
+from gliomil.model.dsmil import ModelConfig
+from gliomil.runtime import interrupts
+from gliomil.runtime.files import exclusive, write_text
+from gliomil.training.loop import TrainConfig, train_fold
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,8 +61,8 @@ def test_sigint_during_a_finalizer_still_stops_the_stage(tmp_path):
         tmp_path,
         """
         import gc, time
-        from gliomil import interrupts
-        from gliomil.stage import run_stage
+        from gliomil.runtime import interrupts
+        from gliomil.runtime.stage import run_stage
 
         class Slow:
             def __del__(self):
@@ -96,8 +97,8 @@ def test_a_signal_ends_a_stage_at_its_next_safe_point(tmp_path, signum):
         tmp_path,
         """
         import time
-        from gliomil import interrupts
-        from gliomil.stage import run_stage
+        from gliomil.runtime import interrupts
+        from gliomil.runtime.stage import run_stage
 
         def main():
             print("working", flush=True)
@@ -120,7 +121,7 @@ def test_a_stage_that_finishes_after_a_signal_still_fails(tmp_path):
         tmp_path,
         """
         import os, signal
-        from gliomil.stage import run_stage
+        from gliomil.runtime.stage import run_stage
 
         def main():
             os.kill(os.getpid(), signal.SIGTERM)  # no safe point after it
@@ -139,7 +140,7 @@ def test_a_second_signal_stops_at_once(tmp_path):
         tmp_path,
         """
         import time
-        from gliomil.stage import run_stage
+        from gliomil.runtime.stage import run_stage
 
         def main():
             print("working", flush=True)
@@ -160,7 +161,7 @@ def test_training_stops_at_the_next_safe_point(preprocessed, tmp_path, monkeypat
     bags = BagSet.load(preprocessed, read_manifest(preprocessed)["subject_id"].tolist())
     config = TrainConfig(epochs=3, bag_size=4, model=ModelConfig(width=4, depth=2), amp=False)
     monkeypatch.setattr(interrupts, "_received", signal.SIGTERM)
-    with pytest.raises(Interrupted) as caught:
+    with pytest.raises(Interrupted, match="during a training step of epoch 1") as caught:
         train_fold(config, 0, bags, bags, tmp_path / "best.pt", log=lambda _: None)
     assert "during a training step of epoch 1" in str(caught.value) and not (tmp_path / "best.pt").exists()
 
@@ -182,7 +183,7 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkey
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, "write", disk_fills)
-    with pytest.raises(OutputError) as caught:
+    with pytest.raises(OutputError, match=r"best.pt: cannot write \(No space left on device\)") as caught:
         save_checkpoint(config.build(), config, path, epoch=2)
     monkeypatch.undo()
     assert str(caught.value) == f"{path}: cannot write (No space left on device)"
@@ -191,10 +192,10 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkey
 
 
 def test_a_full_disk_inside_a_folder_being_built_names_the_final_path(tmp_path, monkeypatch):
-    from gliomil.files import atomic_directory
+    from gliomil.runtime.files import atomic_directory
 
     monkeypatch.setattr(os, "write", lambda fd, data: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left")))
-    with pytest.raises(OutputError) as caught:
+    with pytest.raises(OutputError, match=r"fold_0/history.csv: cannot write \(No space left\)") as caught:
         with atomic_directory(tmp_path / "models" / "fold_0") as building:
             write_text(building / "history.csv", "epoch\n1\n")
     assert str(caught.value) == f"{tmp_path}/models/fold_0/history.csv: cannot write (No space left)"
@@ -211,8 +212,8 @@ def test_a_stage_reports_a_failed_write_as_one_line(tmp_path):
     process = run_script(
         tmp_path,
         """
-        from gliomil.files import write_text
-        from gliomil.stage import run_stage
+        from gliomil.runtime.files import write_text
+        from gliomil.runtime.stage import run_stage
 
         open("blocker", "w").close()
         run_stage(lambda: write_text("blocker/metrics.json", "{}"))
@@ -243,7 +244,7 @@ def test_same_size_same_time_corruption_is_caught_before_training(preprocessed):
     path.write_bytes(bytes(data))
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
-    with pytest.raises(InputError) as caught:
+    with pytest.raises(InputError, match="slices differ from the manifest's SHA-256") as caught:
         BagSet.load(preprocessed, [subject])
     assert str(caught.value) == (
         f"{subject}: {path}: slices differ from the manifest's SHA-256 (corrupted); `dvc checkout` restores them"
@@ -254,7 +255,7 @@ def test_a_truncated_slice_file_names_its_file(preprocessed):
     subject = read_manifest(preprocessed)["subject_id"].iloc[0]
     path = preprocessed / "slices" / f"{subject}.npy"
     path.write_bytes(path.read_bytes()[:300])
-    with pytest.raises(InputError) as caught:
+    with pytest.raises(InputError, match=r"cannot read \(") as caught:
         BagSet.load(preprocessed, [subject])
     message = str(caught.value)
     assert message.startswith(f"{subject}: {path}: cannot read (") and "\n" not in message
@@ -317,7 +318,7 @@ def test_a_stage_dies_with_its_parent(tmp_path):
     """The parent (standing in for `dvc`) is killed with SIGKILL; the stage it started must not survive it."""
     stage_code = """
         import time
-        from gliomil import interrupts
+        from gliomil.runtime import interrupts
         interrupts.die_with_parent()
         print("child ready", flush=True)
         time.sleep(60)
@@ -334,7 +335,7 @@ def test_a_stage_under_a_waiting_shell_stops_when_dvc_dies(tmp_path):
     a killed dvc. The stage must still stop (at a safe point, saying why) and the shell end with it."""
     stage_code = """
         import time
-        from gliomil import interrupts
+        from gliomil.runtime import interrupts
         from gliomil.errors import Interrupted
         interrupts.install()
         interrupts.die_with_parent()
@@ -364,8 +365,8 @@ def test_a_group_sigterm_ends_a_stage_with_worker_processes(tmp_path):
         import sys
         sys.path.insert(0, ".")
         from jobs import slow
-        from gliomil.stage import run_stage
-        from gliomil.workers import map_in_workers
+        from gliomil.runtime.stage import run_stage
+        from gliomil.runtime.workers import map_in_workers
 
         def main():
             print("working", flush=True)
@@ -395,8 +396,8 @@ def test_workers_die_with_their_stage(tmp_path):
         import sys
         sys.path.insert(0, ".")
         from jobs import slow
-        from gliomil import interrupts
-        from gliomil.workers import map_in_workers
+        from gliomil.runtime import interrupts
+        from gliomil.runtime.workers import map_in_workers
         interrupts.die_with_parent()
         print("stage ready", flush=True)
         list(map_in_workers(slow, [1, 2], workers=2))

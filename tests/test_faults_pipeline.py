@@ -84,11 +84,9 @@ def hashes(repo: Path, paths=None) -> dict[str, str]:
     }
 
 
-def test_killing_dvc_alone_leaves_no_orphan_and_the_next_repro_is_identical(tmp_path):
-    (tmp_path / "reference").mkdir()
+def test_killing_dvc_alone_leaves_no_orphan_and_the_next_repro_is_identical(finished_run, tmp_path):
+    reference = finished_run(fault_params()).repo  # the session's uninterrupted run, from scratch; only read here
     (tmp_path / "killed").mkdir()
-    reference = make_pipeline_repo(tmp_path / "reference", fault_params())
-    repro(reference)
     repo = make_pipeline_repo(tmp_path / "killed", fault_params())
 
     # dvc runs a stage as `$SHELL -c CMD`. bash replaces itself with CMD; dash (Debian's /bin/sh, what dvc uses when
@@ -122,9 +120,8 @@ def test_killing_dvc_alone_leaves_no_orphan_and_the_next_repro_is_identical(tmp_
 MOMENTS = [(epoch, delay) for epoch in (1, 2, 3, 4) for delay in (0.0, 0.02, 0.05, 0.1, 0.2)]
 
 
-def test_ctrl_c_at_20_moments_of_a_fold_always_stops_and_repro_then_finishes_identically(tmp_path):
-    repo = make_pipeline_repo(tmp_path, fault_params())
-    repro(repo)
+def test_ctrl_c_at_20_moments_of_a_fold_always_stops_and_repro_then_finishes_identically(finished_run, tmp_path):
+    repo = finished_run(fault_params()).copy(tmp_path / "repo")  # after a from-scratch `dvc repro`
     reference = hashes(repo)
     assert any(path.startswith("models/fold_0/") for path in reference)
 

@@ -1,10 +1,10 @@
-"""gliomil.files: atomic text, JSON and folder outputs."""
+"""gliomil.runtime.files: atomic text, JSON and folder outputs."""
 
 import json
 
 import pytest
 
-from gliomil.files import atomic_directory, write_json, write_text
+from gliomil.runtime.files import atomic_directory, write_json, write_text
 
 
 def test_write_text_and_json_replace_the_file_and_leave_no_temporary(tmp_path):

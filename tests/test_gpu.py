@@ -3,14 +3,14 @@ resume, and scoring on the GPU agrees with float32 scoring on the CPU.
 
 Every test here is marked ``gpu`` and skipped (with the reason) where torch sees no CUDA device; run them on a
 GPU machine with ``python3 dev.py test -m gpu``. ``train_fold`` picks the device itself
-(:func:`gliomil.inference.default_device`), so on a GPU machine these folds run on CUDA; the toy bags are numpy
+(:func:`gliomil.runtime.device.default_device`), so on a GPU machine these folds run on CUDA; the toy bags are numpy
 arrays on the CPU, moved to the device step by step as in the pipeline.
 """
 
 import os
 
 # cuBLAS reads its workspace setting once, when CUDA first uses it: set before any test runs (pytest imports
-# every test module before running the first test); gliomil.inference.make_deterministic sets the same default.
+# every test module before running the first test); gliomil.runtime.device.make_deterministic sets the same default.
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 import signal  # noqa: E402
@@ -21,10 +21,12 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from test_train import tiny_config, toy_bags  # noqa: E402
 
-from gliomil import interrupts  # noqa: E402
 from gliomil.errors import Interrupted  # noqa: E402
-from gliomil.inference import autocast_dtype, load_checkpoint, score_bags  # noqa: E402
-from gliomil.train import load_resume_state, train_fold  # noqa: E402
+from gliomil.evaluation.scoring import score_bags
+from gliomil.model.checkpoint import load_checkpoint
+from gliomil.runtime import interrupts  # noqa: E402
+from gliomil.runtime.device import autocast_dtype  # noqa: E402
+from gliomil.training.loop import load_resume_state, train_fold  # noqa: E402
 
 pytestmark = [
     pytest.mark.gpu,
@@ -105,7 +107,7 @@ def test_a_cuda_fold_with_float16_autocast_is_bit_identical_run_after_run(cuda_f
 
 @pytest.fixture
 def signal_flag(monkeypatch):
-    """Raise the flag a SIGTERM raises (gliomil.interrupts) from inside a test; cleared afterwards."""
+    """Raise the flag a SIGTERM raises (gliomil.runtime.interrupts) from inside a test; cleared afterwards."""
     monkeypatch.setattr(interrupts, "_received", None)
     return lambda: setattr(interrupts, "_received", signal.SIGTERM)
 

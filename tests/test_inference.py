@@ -4,17 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from gliomil.data import BagSet
-from gliomil.inference import (
-    BagScores,
-    autocast_dtype,
-    load_checkpoint,
-    patient_predictions,
-    precision_name,
-    save_checkpoint,
-    score_bags,
-)
-from gliomil.model import ModelConfig
+from gliomil.data.bags import BagSet
+from gliomil.evaluation.scoring import BagScores, patient_predictions, score_bags
+from gliomil.model.checkpoint import load_checkpoint, save_checkpoint
+from gliomil.model.dsmil import ModelConfig
+from gliomil.runtime import device
+from gliomil.runtime.device import autocast_dtype, precision_name
 
 TINY_MODEL = ModelConfig(width=4, depth=2, prediction="both_streams")
 
@@ -24,11 +19,43 @@ def small_bags(sizes, seed=0) -> list[np.ndarray]:
     return [rng.normal(size=(n, 4, 16, 16)).astype(np.float16) for n in sizes]
 
 
-def test_autocast_choice():
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_autocast_choice_for_each_device_amp_setting_and_cpu(native_bf16, monkeypatch):
+    """float32 without amp; float16 on CUDA whatever the CPU; bfloat16 on the CPU only where it is native."""
+    monkeypatch.setattr("gliomil.runtime.device._cpu_has_native_bf16", lambda: native_bf16)
     assert autocast_dtype(torch.device("cpu"), amp=False) is None
-    assert autocast_dtype(torch.device("cuda"), amp=True) == torch.float16
-    assert autocast_dtype(torch.device("cpu"), amp=True) in (None, torch.bfloat16)
-    assert precision_name(None) == "float32" and precision_name(torch.float16) == "float16 autocast"
+    assert autocast_dtype(torch.device("cuda"), amp=False) is None
+    assert autocast_dtype(torch.device("cuda"), amp=True) is torch.float16
+    assert autocast_dtype(torch.device("cpu"), amp=True) is (torch.bfloat16 if native_bf16 else None)
+
+
+@pytest.mark.parametrize(
+    "cpuinfo, native",
+    [
+        ("flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile\n", True),
+        ("flags\t\t: fpu sse2 avx2 amx_bf16 amx_tile amx_int8\n", True),
+        ("flags\t\t: fpu sse2 avx2 avx512f avx512bw\n", False),
+        (None, False),  # no /proc/cpuinfo (macOS, Windows)
+    ],
+)
+def test_native_bf16_is_read_from_the_cpu_flags(cpuinfo, native, monkeypatch):
+    from pathlib import Path
+
+    def read_text(self, *args, **kwargs):
+        assert str(self) == "/proc/cpuinfo"
+        if cpuinfo is None:
+            raise FileNotFoundError(2, "No such file or directory", str(self))
+        return cpuinfo
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    assert device._cpu_has_native_bf16() is native
+    assert autocast_dtype(torch.device("cpu"), amp=True) is (torch.bfloat16 if native else None)
+
+
+def test_precision_names():
+    assert precision_name(None) == "float32"
+    assert precision_name(torch.float16) == "float16 autocast"
+    assert precision_name(torch.bfloat16) == "bfloat16 autocast"
 
 
 def test_probability_rules_read_one_or_both_streams():
@@ -93,7 +120,7 @@ def test_patient_predictions_one_row_per_patient():
 def test_set_threads_pins_torch_and_zero_keeps_the_count():
     import torch
 
-    from gliomil.inference import set_threads
+    from gliomil.runtime.device import set_threads
 
     before = torch.get_num_threads()
     try:

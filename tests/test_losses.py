@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from gliomil.losses import class_weights_from_counts, mil_loss
+from gliomil.training.losses import class_weights_from_counts, mil_loss
 
 
 def bce(logit, target):
@@ -66,26 +66,38 @@ def test_weights_use_the_true_label_and_cancel_in_single_class_batch():
     torch.testing.assert_close(mil_loss(bag, inst, y, 0.2, (5.0, 0.3)), mil_loss(bag, inst, y, 0.2))
 
 
-def test_loss_gradient_and_dtypes():
-    bag = torch.tensor(BAG, requires_grad=True)
-    inst = torch.tensor(INST, dtype=torch.bfloat16, requires_grad=True)
-    loss = mil_loss(bag, inst, torch.tensor(LABELS, dtype=torch.float32), 0.2, torch.tensor([1.9, 0.68]))
+def test_loss_gradient_matches_the_hand_derivative_and_dtypes():
+    # d bce(z, t) / dz = sigmoid(z) - t, so with weights w_i and W = sum w_i:
+    # dL/dz_i = 0.5 * w_i * (sigmoid(z_i) - t_i) / W for the bag logit and the instance logit alike.
+    bag = torch.tensor([1.5, -0.25], requires_grad=True)
+    inst = torch.tensor([0.5, -1.25], dtype=torch.bfloat16, requires_grad=True)  # exact in bfloat16
+    loss = mil_loss(bag, inst, torch.tensor([1.0, 0.0]), 0.2, torch.tensor([1.9, 0.68]))
     assert loss.dtype == torch.float32
     loss.backward()
-    assert bag.grad is not None and inst.grad is not None
+    targets, weights = (0.9, 0.1), (0.68, 1.9)  # smoothed targets; (w_lgg, w_hgg) picked by label 1, 0
+    total = sum(weights)
+
+    def derivative(z, t, w):
+        return 0.5 * w * (1.0 / (1.0 + math.exp(-z)) - t) / total
+
+    expected_bag = [derivative(z, t, w) for z, t, w in zip([1.5, -0.25], targets, weights)]
+    expected_inst = [derivative(z, t, w) for z, t, w in zip([0.5, -1.25], targets, weights)]
+    assert bag.grad.dtype == torch.float32 and inst.grad.dtype == torch.bfloat16
+    assert bag.grad.tolist() == pytest.approx(expected_bag, rel=1e-6)
+    assert inst.grad.float().tolist() == pytest.approx(expected_inst, rel=2**-7)  # bfloat16: 8 bits of mantissa
 
 
 def test_loss_rejects_bad_input():
     bag, inst, y = tensors()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"labels must be 0 \(LGG\) or 1 \(HGG\), got \[1, 0, 2, 0\]"):
         mil_loss(bag, inst, torch.tensor([1, 0, 2, 0]))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"must share one shape \(B,\), got \(4,\), \(3,\), \(4,\)"):
         mil_loss(bag, inst[:3], y)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\), got 1.0"):
         mil_loss(bag, inst, y, label_smoothing=1.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="class_weights must be two finite non-negative numbers"):
         mil_loss(bag, inst, y, class_weights=(1.0, 2.0, 3.0))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="class_weights must be two finite non-negative numbers"):
         mil_loss(bag, inst, y, class_weights=(-1.0, 2.0))
 
 
@@ -96,5 +108,5 @@ def test_class_weights_from_counts():
     assert 75 * w_lgg == pytest.approx(210 * w_hgg) == pytest.approx(285 / 2)
     assert class_weights_from_counts(10, 10) == (1.0, 1.0)
     for bad in ((0, 5), (5, 0), (-1, 5)):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=f"class counts must be positive .* n_lgg={bad[0]}, n_hgg={bad[1]}"):
             class_weights_from_counts(*bad)

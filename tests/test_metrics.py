@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from gliomil.metrics import (
+from gliomil.evaluation.metrics import (
     calibration_fit,
     curve_tables,
     epoch_metrics,
@@ -62,7 +62,8 @@ def test_ranking_metrics():
     # 12 HGG/LGG pairs; 0.6 and 0.3 rank below the LGG at 0.7, the other 10 pairs are right
     assert m["auc"] == pytest.approx(10 / 12)
     assert m["brier"] == pytest.approx(np.mean((PROBS - LABELS) ** 2))
-    assert 0 < m["pr_auc"] <= 1
+    # average precision: ranked 0.9 H, 0.8 H, 0.7 L, 0.6 H, 0.3 H, ...; precision at each HGG is 1/1, 2/2, 3/4, 4/5
+    assert m["pr_auc"] == pytest.approx((1 + 1 + 3 / 4 + 4 / 5) / 4)
 
 
 def test_expected_calibration_error():
@@ -78,8 +79,12 @@ def test_youden_threshold_maximises_sensitivity_plus_specificity():
     assert youden_threshold(LABELS, PROBS) == pytest.approx(0.3)
 
 
-def test_youden_threshold_stays_a_probability():
-    assert youden_threshold(np.array([0, 1]), np.array([0.2, 0.9])) <= 1.0
+def test_youden_threshold_stays_a_probability_and_ties_take_the_highest():
+    # Separated: J = 1 at 0.9 (HGG 0.9 in, LGG 0.2 out).
+    assert youden_threshold(np.array([0, 1]), np.array([0.2, 0.9])) == 0.9
+    # Reversed: J = 0 calling nobody HGG (scikit-learn's threshold +inf) or everybody (0.2), -1 at 0.9; the tie
+    # goes to the highest threshold, +inf, which comes back as 1.0.
+    assert youden_threshold(np.array([1, 0]), np.array([0.2, 0.9])) == 1.0
 
 
 def test_fold_metrics_labels_both_thresholds():
@@ -95,13 +100,45 @@ def test_curve_tables():
     assert tables["calibration"]["patients"].sum() == 7
 
 
-def test_pooled_auc_interval_holds_the_estimate_and_is_seeded():
-    rng = np.random.default_rng(0)
-    labels = np.array([1] * 60 + [0] * 30)
-    probs = np.clip(labels * 0.3 + rng.normal(0.35, 0.2, 90), 0, 1)
-    first = pooled_auc_with_ci(labels, probs, n_bootstrap=300, seed=1)
-    assert first["ci_low"] < first["auc"] < first["ci_high"]
-    assert first == pooled_auc_with_ci(labels, probs, n_bootstrap=300, seed=1)
+def bootstrap_auc_interval_by_hand(labels, scores, n_bootstrap: int, seed: int) -> tuple[float, float, float]:
+    """The stratified percentile bootstrap written out: each resample draws the HGG then the LGG patients with
+    replacement (``rng.choice``), its AUC is the share of HGG-LGG pairs ranked right (ties one half), and the
+    interval is the 2.5th and 97.5th percentiles (linear interpolation between order statistics)."""
+
+    def pairwise_auc(positive_scores, negative_scores):
+        difference = positive_scores[:, None] - negative_scores[None, :]
+        return float(np.mean((difference > 0) + 0.5 * (difference == 0)))
+
+    rng = np.random.default_rng(seed)
+    positives, negatives = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    aucs = []
+    for _ in range(n_bootstrap):
+        drawn_positives = rng.choice(positives, len(positives))
+        drawn_negatives = rng.choice(negatives, len(negatives))
+        aucs.append(pairwise_auc(scores[drawn_positives], scores[drawn_negatives]))
+    ordered = sorted(aucs)
+
+    def percentile(q):
+        position = q * (n_bootstrap - 1)
+        below = math.floor(position)
+        above = min(below + 1, n_bootstrap - 1)
+        return ordered[below] + (ordered[above] - ordered[below]) * (position - below)
+
+    return pairwise_auc(scores[positives], scores[negatives]), percentile(0.025), percentile(0.975)
+
+
+def test_pooled_auc_interval_is_the_stratified_percentile_bootstrap_and_near_delong_on_asah(asah):
+    labels, markers = asah
+    result = pooled_auc_with_ci(labels, markers["ndka"], n_bootstrap=500, seed=1)
+    auc, low, high = bootstrap_auc_interval_by_hand(labels, markers["ndka"], n_bootstrap=500, seed=1)
+    assert result["auc"] == pytest.approx(0.611957994579946, abs=1e-12) == pytest.approx(auc, abs=1e-12)  # pROC
+    assert (result["ci_low"], result["ci_high"]) == pytest.approx((low, high), abs=1e-12)
+    assert result["n_bootstrap"] == 500
+    # The percentile interval lands near pROC's DeLong interval for ndka (seeds 0-4 all within 0.008).
+    assert (result["ci_low"], result["ci_high"]) == pytest.approx((0.501244999271703, 0.722670989888189), abs=0.01)
+    seeded = pooled_auc_with_ci(labels, markers["ndka"], n_bootstrap=100, seed=1)
+    assert seeded == pooled_auc_with_ci(labels, markers["ndka"], n_bootstrap=100, seed=1)
+    assert seeded != pooled_auc_with_ci(labels, markers["ndka"], n_bootstrap=100, seed=2)
 
 
 def wilson_by_hand(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:

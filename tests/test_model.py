@@ -5,9 +5,17 @@ import math
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from gliomil.losses import mil_loss
-from gliomil.model import DSMIL, DSMILAggregator, ModelConfig, SliceEncoder, as_bag_sizes, bag_offsets
+from gliomil.model.dsmil import (
+    DSMIL,
+    DSMILAggregator,
+    ModelConfig,
+    SliceEncoder,
+    as_bag_sizes,
+    bag_offsets,
+)
+from gliomil.training.losses import mil_loss
 
 SIZE = 32  # small slices keep the suite fast
 
@@ -60,19 +68,24 @@ def test_encoder_features_and_minimum_size():
     assert enc.out_features == 128
     assert enc(torch.randn(3, 4, 16, 16)).shape == (3, 128)  # smallest allowed: 2**depth
     assert enc(torch.randn(2, 4, 37, 21)).shape == (2, 128)  # odd, non-square sizes
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"slices must be at least 16x16 for depth 4, got \(8, 32\)"):
         enc(torch.randn(2, 4, 8, 32))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"expected slices \(N, 4, H, W\), got \(2, 3, 32, 32\)"):
         enc(torch.randn(2, 3, 32, 32))
 
 
 def test_bad_bag_sizes_are_rejected():
     model = make_model()
     x = make_slices(5)
-    for bad in ([2, 2], [5, 0], [], [6, -1]):
-        with pytest.raises(ValueError):
+    for bad, words in (
+        ([2, 2], "bag_sizes add up to 4 but there are 5 slices"),
+        ([5, 0], "every bag needs at least one slice"),
+        ([], "bag_sizes is empty"),
+        ([6, -1], "every bag needs at least one slice"),
+    ):
+        with pytest.raises(ValueError, match=words):
             model(x, bad)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="bag_sizes must be a 1-D integer tensor"):
         as_bag_sizes(torch.tensor([[5]]))
 
 
@@ -126,14 +139,52 @@ def test_batched_forward_equals_per_bag():
         torch.testing.assert_close(getattr(batched, name), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_aggregate_on_encoder_features_equals_forward():
+def encode_by_hand(encoder: SliceEncoder, x: torch.Tensor) -> torch.Tensor:
+    """The eval-mode encoder written out in float64: per block conv3x3 (no bias), BatchNorm with the running
+    statistics, ReLU and a 2x2 max pool, then the mean over the plane."""
+    h = x.double()
+    convs = [m for m in encoder.features if isinstance(m, nn.Conv2d)]
+    norms = [m for m in encoder.features if isinstance(m, nn.BatchNorm2d)]
+    for conv, norm in zip(convs, norms):
+        h = F.conv2d(h, conv.weight.detach().double(), padding=1)
+        mean, var = norm.running_mean.double(), norm.running_var.double()
+        scale, shift = norm.weight.detach().double(), norm.bias.detach().double()
+        h = (h - mean[:, None, None]) / torch.sqrt(var[:, None, None] + 1e-5) * scale[:, None, None]
+        h = torch.clamp(h + shift[:, None, None], min=0)
+        n, c, height, width = h.shape
+        h = h.reshape(n, c, height // 2, 2, width // 2, 2).amax(dim=(3, 5))
+    return h.mean(dim=(2, 3))
+
+
+def test_forward_and_aggregate_on_encoder_features_match_a_hand_computation():
     model = make_model(passing_v=True).eval()
+    g = torch.Generator().manual_seed(11)
+    with torch.no_grad():  # BatchNorm statistics and affine terms away from their identity defaults
+        for norm in (m for m in model.encoder.modules() if isinstance(m, nn.BatchNorm2d)):
+            norm.running_mean.copy_(torch.randn(norm.num_features, generator=g) * 0.1)
+            norm.running_var.copy_(torch.rand(norm.num_features, generator=g) + 0.5)
+            norm.weight.copy_(torch.rand(norm.num_features, generator=g) + 0.5)
+            norm.bias.copy_(torch.randn(norm.num_features, generator=g) * 0.1)
     sizes = [3, 1, 5]
     x = make_slices(sum(sizes))
-    expected = model(x, sizes)
-    out = model.aggregate(model.encoder(x), sizes)
-    for name in expected._fields:
-        torch.testing.assert_close(getattr(out, name), getattr(expected, name), rtol=0, atol=0)
+    forward = model(x, sizes)
+    aggregated = model.aggregate(model.encoder(x), sizes)
+    for name in forward._fields:  # the split into encoder and aggregator changes nothing
+        torch.testing.assert_close(getattr(aggregated, name), getattr(forward, name), rtol=0, atol=0)
+
+    feats = encode_by_hand(model.encoder, x)
+    torch.testing.assert_close(model.encoder(x).double(), feats, rtol=1e-4, atol=1e-5)
+    sd = model.aggregator.state_dict()
+    assert forward.bag_sizes.tolist() == sizes
+    for b, f in enumerate(torch.split(feats, sizes)):
+        bag, scores, A, critical = rederive_bag(sd, f, nonlinear_q=True, passing_v=True)
+        lo = int(bag_offsets(sizes)[b])
+        hi = lo + sizes[b]
+        assert forward.critical[b].item() == critical[0]
+        torch.testing.assert_close(forward.bag_logits[b].double(), bag[0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(forward.instance_logits[lo:hi].double(), scores[:, 0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(forward.max_instance_logits[b].double(), scores[:, 0].max(), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(forward.attention[lo:hi].double(), A[:, 0], rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 256])
@@ -285,7 +336,7 @@ def test_reference_state_dict_round_trip(nonlinear_q, passing_v, C):
 def test_strict_load_rejects_other_names():
     agg = DSMILAggregator(24, nonlinear_q=True)
     sd = reference_state_dict(24, 1, nonlinear_q=False, passing_v=False)  # linear-q keys
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=r"Missing key\(s\) in state_dict: \"b_classifier.q.0.weight\""):
         agg.load_state_dict(sd, strict=True)
 
 

@@ -10,9 +10,9 @@ import yaml
 from conftest import REPO, run_tool, tool_env
 
 from gliomil import paths
-from gliomil.brats import DEFAULT_SUFFIXES, find_subjects
-from gliomil.preprocess import PreprocessSettings, preprocess_cohort
-from gliomil.split import make_splits
+from gliomil.data.brats import DEFAULT_SUFFIXES, find_subjects
+from gliomil.data.preprocess import PreprocessSettings, preprocess_cohort
+from gliomil.data.split import make_splits
 from gliomil.vocabulary import grade_of
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""`dvc plots show` / `dvc plots diff` pages render with no network (gliomil.offline_plots).
+"""`dvc plots show` / `dvc plots diff` pages render with no network (gliomil.runtime.offline_plots).
 
 The end-to-end tests open DVC's pages in headless Chromium with every host unresolvable and a dead proxy, and
 count the charts Vega drew; the stock DVC page, which loads Vega from a CDN, draws none there.
@@ -16,8 +16,8 @@ import pytest
 from configobj import ConfigObj
 from conftest import DVC, REPO, run_tool
 
-from gliomil import offline_plots
 from gliomil.errors import GliomilError
+from gliomil.runtime import offline_plots
 
 # Hosts that appear in the bundle as plain strings, never fetched while a page renders: SVG/XML namespaces,
 # Vega's $schema identifiers, the "Open in Vega Editor" menu link, and a link in a Vega-Lite warning.
@@ -58,11 +58,11 @@ def test_a_bundle_that_cannot_be_inlined_is_refused():
             offline_plots.render_template(bad, "1.0")
 
 
-def test_committed_dvc_config_names_the_generated_template():
+def test_committed_dvc_config_names_the_committed_template():
     config = ConfigObj(str(REPO / ".dvc/config"))
     assert REPO / ".dvc" / config["plots"]["html_template"] == REPO / offline_plots.TEMPLATE
-    ignored = run_tool(["git", "check-ignore", "-q", str(offline_plots.TEMPLATE)], REPO, check=False)
-    assert ignored.returncode == 0, "the generated template must be gitignored"
+    ignored = run_tool(["git", "check-ignore", "-q", "--no-index", str(offline_plots.TEMPLATE)], REPO, check=False)
+    assert ignored.returncode == 1, "the template is committed (tests/test_plots_template.py): not gitignored"
 
 
 def test_main_outside_a_dvc_repository_says_so_in_one_line(tmp_path, monkeypatch, capsys):
@@ -172,10 +172,8 @@ def plots_repo(tmp_path_factory) -> Path:
     run_tool(["git", "config", "user.name", "ci"], repo)
     run_tool([DVC, "init", "-q"], repo)
     shutil.copy(REPO / ".dvc/config", repo / ".dvc/config")
-    (repo / ".dvc/plots").mkdir()
-    for name in (*REPO.joinpath(".dvc/plots").glob("*.json"), REPO / ".dvc/plots/.gitignore"):
-        shutil.copy(name, repo / ".dvc/plots" / name.name)
-    run_tool([sys.executable, "-m", "gliomil.offline_plots"], repo)
+    shutil.copytree(REPO / ".dvc/plots", repo / ".dvc/plots")  # the committed templates, offline.html included
+    run_tool([sys.executable, "-m", "gliomil.runtime.offline_plots", "--check"], repo)
     (repo / "curve.py").write_text(CURVE_SCRIPT)
     (repo / "dvc.yaml").write_text(DVC_YAML)
     for scale in (0.8, 0.9):
@@ -183,7 +181,7 @@ def plots_repo(tmp_path_factory) -> Path:
         run_tool([DVC, "repro", "-q"], repo)
         run_tool(["git", "add", "-A"], repo)
         run_tool(["git", "commit", "-qm", f"scale {scale}"], repo)
-    assert not run_tool(["git", "status", "--porcelain"], repo).stdout  # the template is ignored, not left out
+    assert not run_tool(["git", "status", "--porcelain"], repo).stdout  # the template is committed with the rest
     return repo
 
 
@@ -229,5 +227,5 @@ def test_missing_template_fails_with_the_message_the_readme_explains(plots_repo,
     (repo / offline_plots.TEMPLATE).unlink()
     result = run_tool([DVC, "plots", "show", "-o", str(tmp_path / "out")], repo, check=False)
     assert result.returncode != 0 and "HTML template has to contain '{plot_divs}'" in result.stderr
-    run_tool([sys.executable, "-m", "gliomil.offline_plots"], repo)
+    run_tool([sys.executable, "-m", "gliomil.runtime.offline_plots"], repo)
     run_tool([DVC, "plots", "show", "-o", str(tmp_path / "out")], repo)

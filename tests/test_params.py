@@ -1,12 +1,13 @@
 """params.yaml checks: every key is declared in SPEC, and each wrong value gives one line naming the key."""
 
 import copy
+import re
 
 import pytest
 
 from gliomil import params as P
-from gliomil.diagnostics import CollapseThresholds
 from gliomil.errors import ParamsError
+from gliomil.training.loop import TrainConfig
 
 
 @pytest.fixture
@@ -49,7 +50,7 @@ def test_values_come_back_converted_and_sections_nested(params):
 def test_wrong_values_name_the_key_and_the_value(rule, value, message, monkeypatch):
     assert not rule.accepts(value)
     monkeypatch.setitem(P.SPEC, "a.b", rule)  # a rule checked through value() like any declared key
-    with pytest.raises(ParamsError) as info:
+    with pytest.raises(ParamsError, match=re.escape(message)) as info:
         P.value({"a": {"b": value}}, "a.b")
     assert message in str(info.value)
     assert "\n" not in str(info.value)
@@ -94,7 +95,7 @@ def test_wrong_values_of_declared_keys(params, key, value, message):
         node = node[part]
     node[leaf] = value
     for check in (lambda: P.value(params, key), lambda: P.check_params(params)):
-        with pytest.raises(ParamsError) as info:
+        with pytest.raises(ParamsError, match=re.escape(message)) as info:
             check()
         assert message in str(info.value) and "\n" not in str(info.value)
 
@@ -120,7 +121,7 @@ def test_unreadable_params_file(tmp_path):
 
 
 def _check_params_message(params: dict) -> str:
-    with pytest.raises(ParamsError) as info:
+    with pytest.raises(ParamsError, match="^params.yaml: ") as info:
         P.check_params(params)
     message = str(info.value)
     assert "\n" not in message
@@ -148,14 +149,26 @@ def test_check_params_names_a_missing_key_and_a_bad_value(params):
 
 
 def test_collapse_thresholds_are_read_from_params_and_checked(params):
-    diagnostics = P.section(params, "train.diagnostics")
-    diagnostics.pop("top_k")
-    assert CollapseThresholds(**diagnostics) == CollapseThresholds(
-        **{
-            k: params["train"]["diagnostics"][k]
-            for k in ("uniform_entropy", "uniform_max_ratio", "onehot_max_attention")
-        }
-    )
+    params["train"]["diagnostics"] = {
+        "top_k": 5,
+        "uniform_entropy": 0.9,
+        "uniform_max_ratio": 2.5,
+        "onehot_max_attention": 0.8,
+    }  # none of them CollapseThresholds' defaults (0.98, 1.5, 0.95) or params.yaml's (top_k 3)
+    assert P.section(params, "train.diagnostics") == {
+        "top_k": 5,
+        "uniform_entropy": 0.9,
+        "uniform_max_ratio": 2.5,
+        "onehot_max_attention": 0.8,
+    }
+    top = {key: P.value(params, key) for key in ("seed", "label_smoothing", "use_class_weights")}
+    config = TrainConfig.from_settings(top, P.section(params, "train"))  # as the train stage builds it
+    assert config.top_k == 5
+    assert (
+        config.collapse.uniform_entropy,
+        config.collapse.uniform_max_ratio,
+        config.collapse.onehot_max_attention,
+    ) == (0.9, 2.5, 0.8)
     params["train"]["diagnostics"]["uniform_max_ratio"] = 0.5
-    with pytest.raises(ParamsError, match=r"train.diagnostics.uniform_max_ratio must be a number >= 1.0"):
+    with pytest.raises(ParamsError, match=r"train.diagnostics.uniform_max_ratio must be a number >= 1.0, got 0.5"):
         P.value(params, "train.diagnostics.uniform_max_ratio")

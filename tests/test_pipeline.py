@@ -22,11 +22,12 @@ from conftest import (
     write_params,
 )
 
-from gliomil.brats import Subject, resolve_files
-from gliomil.bundle import load_bundle
-from gliomil.inference import autocast_dtype, score_bags
-from gliomil.predict import Case, predict_cases
-from gliomil.preprocess import preprocess_case
+from gliomil.data.brats import Subject, resolve_files
+from gliomil.data.preprocess import preprocess_case
+from gliomil.evaluation.scoring import score_bags
+from gliomil.runtime.device import autocast_dtype
+from gliomil.serving.bundle import load_bundle
+from gliomil.serving.predict import Case, predict_cases
 
 pytestmark = pytest.mark.slow
 
@@ -36,11 +37,12 @@ FOLD_STAGES = {f"{stage}@{k}" for stage in ("train", "evaluate") for k in range(
 PACKAGING = {"bundle", "external", "aggregate"}
 
 
-def test_dvc_repro_runs_every_stage_then_is_up_to_date(pipeline_repo):
-    out = repro(pipeline_repo)
+def test_dvc_repro_runs_every_stage_then_is_up_to_date(tiny_run, tmp_path):
+    out = tiny_run.output  # the session's from-scratch `dvc repro` of tiny_params(); checked on a copy of its repo
     assert stages_run(out) == {"check_params", "synthesize", "synthesize_external", "preprocess", "split"} | (
         FOLD_STAGES | PACKAGING
     )
+    pipeline_repo = tiny_run.copy(tmp_path / "repo")
 
     manifest = pd.read_csv(pipeline_repo / "data/preprocessed/manifest.csv")
     assert sorted(manifest["grade"].value_counts().items()) == [("HGG", 10), ("LGG", 6)]
@@ -108,14 +110,14 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(pipeline_repo):
     assert "smoothing-0.1" in shown and "label_smoothing" in shown and "inner_val_auc" in shown
     assert "pooled.auc" not in shown  # the headline, not every metric: a sweep's table fits a screen
     compared = run_tool(
-        [sys.executable, "-m", "gliomil.compare", "HEAD", "smoothing-0.1"],
+        [sys.executable, "-m", "gliomil.comparison.compare", "HEAD", "smoothing-0.1"],
         pipeline_repo,
         env=tool_env(pipeline_repo / "src"),
     ).stdout
     rows = [line for line in compared.splitlines() if line.startswith("| ") and "->" in line]
     assert len(rows) == 5 and "Pooled out-of-fold AUC" in compared
     unknown = run_tool(
-        [sys.executable, "-m", "gliomil.compare", "HEAD", "no-such-run"],
+        [sys.executable, "-m", "gliomil.comparison.compare", "HEAD", "no-such-run"],
         pipeline_repo,
         env=tool_env(pipeline_repo / "src"),
         check=False,
@@ -279,11 +281,10 @@ def test_three_folds_everywhere_and_bad_params_stop_before_any_stage(tmp_path):
     assert outputs() == before and "Data and pipelines are up to date." in dvc(repo, "status")
 
 
-def test_switching_params_back_restores_every_stage_from_the_run_cache(tmp_path):
+def test_switching_params_back_restores_every_stage_from_the_run_cache(tiny_run_copy):
     """DVC saves every stage to its run-cache (each output is cached, or a metric or plot of its stage), so the
     second `dvc repro` after a change and its undoing restores everything and runs nothing."""
-    repo = make_pipeline_repo(tmp_path)
-    repro(repo)
+    repo = tiny_run_copy  # tiny_params() after a from-scratch `dvc repro`
 
     def outputs():
         return {path: sha for path, sha in _output_hashes(repo).items() if not path.startswith(".dvc/")}

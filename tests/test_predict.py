@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -15,8 +17,13 @@ import pytest
 import torch
 from conftest import tool_env
 
-from gliomil.brats import find_cases
-from gliomil.bundle import (
+from gliomil.data.brats import find_cases
+from gliomil.data.preprocess import PreprocessSettings, preprocess_volumes
+from gliomil.errors import GliomilError, InputError
+from gliomil.evaluation.metrics import youden_threshold
+from gliomil.model.checkpoint import load_checkpoint, save_checkpoint
+from gliomil.model.dsmil import ModelConfig
+from gliomil.serving.bundle import (
     InferenceSettings,
     build_manifest,
     load_bundle,
@@ -24,13 +31,8 @@ from gliomil.bundle import (
     training_cohort,
     write_bundle,
 )
-from gliomil.errors import GliomilError, InputError
-from gliomil.inference import save_checkpoint
-from gliomil.metrics import youden_threshold
-from gliomil.model import ModelConfig
-from gliomil.predict import COLUMNS, main
-from gliomil.preprocess import PreprocessSettings
-from gliomil.synthetic import subject_seed, synthesize_subject
+from gliomil.serving.predict import COLUMNS, main
+from gliomil.synthetic.cohort import subject_seed, synthesize_subject
 from gliomil.vocabulary import MODALITIES
 
 SHAPE = (32, 32, 24)
@@ -165,12 +167,34 @@ def test_storage_conventions_do_not_change_the_prediction(tmp_path, bundle_dir, 
     )
 
 
-def test_real_size_case(tmp_path, bundle_dir):
+def test_real_size_case_matches_scoring_its_volumes_directly(tmp_path, bundle_dir):
     images, seg = synthesize_subject("LGG", (240, 240, 155), np.random.default_rng(subject_seed(3, "LGG", 2)))
     folder = write_case(tmp_path / "big", "BIG", images, seg, dtype=np.int16)
-    table = predict([folder, "--bundle", bundle_dir], tmp_path / "out")
-    assert 0 <= table["probability"].iloc[0] <= 1 and 60 <= table["n_slices"].iloc[0] <= 155
-    assert 0 <= table["critical_slice"].iloc[0] < 155
+    row = predict([folder, "--bundle", bundle_dir], tmp_path / "out").iloc[0]
+    stored = images.astype(np.int16).astype(np.float32)  # what the int16 files hold
+
+    # Kept slices by hand: brain = any modality non-zero; the in-plane square is the brain's bounding box's
+    # longer side; a slice is kept when its brain covers >= 10% (min_brain_fraction) of that square.
+    brain = (stored != 0).any(axis=0)
+    xs, ys = np.flatnonzero(brain.any(axis=(1, 2))), np.flatnonzero(brain.any(axis=(0, 2)))
+    side = max(xs[-1] - xs[0] + 1, ys[-1] - ys[0] + 1)
+    kept = [z for z in range(155) if brain[:, :, z].sum() / side**2 >= 0.1]
+    assert row["n_slices"] == len(kept) and 60 <= len(kept) <= 155
+
+    # Every fold model scores the in-memory volumes' bag (no file reading): both streams' sigmoids averaged per
+    # model, then over the models; the critical slice is the highest mean instance probability.
+    bag = preprocess_volumes(SimpleNamespace(images=stored, seg=seg), PreprocessSettings(image_size=16))
+    assert bag.z_index.tolist() == kept
+    probabilities, instance = [], []
+    for fold in range(3):
+        model, _ = load_checkpoint(bundle_dir / f"fold_{fold}.pt")
+        out = model.score_bag(torch.from_numpy(bag.slices.astype(np.float32)), chunk=64)
+        probabilities.append((torch.sigmoid(out.bag_logits) + torch.sigmoid(out.max_instance_logits)).item() / 2)
+        instance.append(torch.sigmoid(out.instance_logits).double().numpy())
+    for fold, expected in enumerate(probabilities):
+        assert row[f"probability_fold_{fold}"] == pytest.approx(expected, rel=1e-5, abs=1e-7)
+    assert row["probability"] == pytest.approx(np.mean(probabilities), rel=1e-5, abs=1e-7)
+    assert row["critical_slice"] == kept[int(np.argmax(np.mean(instance, axis=0)))]
 
 
 def test_outputs_columns_json_and_montage(tmp_path, bundle_dir, volumes):
@@ -240,7 +264,7 @@ def test_bad_input_is_one_line_naming_case_and_file_and_writes_nothing(tmp_path,
     folder = write_case(tmp_path / "X", "X", images, None)
     path, words = _break(folder, problem)
     out = tmp_path / "out"
-    with pytest.raises(InputError) as caught:
+    with pytest.raises(InputError, match=re.escape(words)) as caught:
         main([str(folder), "--bundle", str(bundle_dir), "--out", str(out)])
     message = str(caught.value)
     assert "\n" not in message and message.startswith(f"X: {path}: ") and words in message
@@ -256,7 +280,7 @@ def test_on_error_skip_lists_every_bad_case(tmp_path, bundle_dir, volumes):
         case = f"bad{n}"
         expected[case] = _break(write_case(root / case, case, images, None), problem, case)[1]
     result = subprocess.run(
-        [sys.executable, "-m", "gliomil.predict", root, "--bundle", bundle_dir, "--out", tmp_path / "out"]
+        [sys.executable, "-m", "gliomil.serving.predict", root, "--bundle", bundle_dir, "--out", tmp_path / "out"]
         + ["--on-error", "skip"],
         capture_output=True,
         text=True,
@@ -370,7 +394,7 @@ def test_a_broken_manifest_is_one_line(tmp_path, bundle_dir, damage, words):
     manifest = json.loads((copy / "manifest.json").read_text())
     damage(manifest)
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(GliomilError) as caught:
+    with pytest.raises(GliomilError, match=re.escape(words)) as caught:
         load_bundle(copy)
     assert words in str(caught.value) and "\n" not in str(caught.value)
     (copy / "manifest.json").write_text("[1, 2]")

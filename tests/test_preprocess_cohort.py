@@ -5,9 +5,10 @@ import filecmp
 import numpy as np
 import pytest
 
-from gliomil.brats import find_subjects
+from gliomil.data.brats import find_subjects
+from gliomil.data.preprocess import PreprocessSettings, preprocess_cohort
+from gliomil.data.slices import load_bag, read_manifest, read_slice_table
 from gliomil.errors import GliomilError
-from gliomil.preprocess import PreprocessSettings, load_bag, preprocess_cohort, read_manifest, read_slice_table
 
 SETTINGS = PreprocessSettings(image_size=16)
 SUFFIXES = {"flair": "flair", "t1": "t1", "t1ce": "t1ce", "t2": "t2", "seg": "seg"}
@@ -62,7 +63,7 @@ def test_fail_mode_names_subject_and_file_and_leaves_nothing(copy_of_tiny_cohort
     case = sorted((copy_of_tiny_cohort / "HGG").iterdir())[1]
     (case / f"{case.name}_t2.nii.gz").unlink()
     out = tmp_path / "preprocessed"
-    with pytest.raises(GliomilError) as info:
+    with pytest.raises(GliomilError, match=f"{case.name}.*t2") as info:
         preprocess_cohort(find_subjects(copy_of_tiny_cohort), out, SETTINGS, SUFFIXES, workers=2, progress=False)
     message = str(info.value)
     assert case.name in message and "t2" in message and "\n" not in message

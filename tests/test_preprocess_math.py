@@ -5,19 +5,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gliomil.brats import Volumes
-from gliomil.preprocess import (
+from gliomil.data.brats import Volumes
+from gliomil.data.preprocess import (
     PreprocessSettings,
     bounding_box,
     brain_mask,
     clip_and_zscore,
-    content_hash,
     enclosing_square,
     preprocess_volumes,
     resample,
     resize_weights,
     zscore_parameters,
 )
+from gliomil.data.slices import content_hash
 
 
 def normalised(volume, mask, percentiles=(0.5, 99.5)):

@@ -1,14 +1,16 @@
 """Before -> after across repeats: hand-built runs of 3 seeds x 5 folds x 2 configurations, no DVC."""
 
+import copy
 import math
 
 import numpy as np
 import pytest
 from scipy import stats as sps
 
-from gliomil import repeats, stats
+from gliomil.comparison import repeats
+from gliomil.comparison import statistics as stats
+from gliomil.comparison.repeats import Run, choose_runs, compare_runs, matches, parse_spec, write_report
 from gliomil.errors import GliomilError
-from gliomil.repeats import Run, choose_runs, compare_runs, matches, parse_spec, write_report
 
 FOLDS = [0, 1, 2, 3, 4]
 SEEDS = [1, 2, 3]
@@ -62,6 +64,25 @@ def runs() -> list[Run]:
     return out + [run(f"after-{s}", s, AFTER, rng) for s in SEEDS]
 
 
+@pytest.fixture
+def shifted_runs() -> list[Run]:
+    """After = before plus a noisy improvement of every per-fold endpoint: p-values from 0.05 to 0.5, so that
+    Holm's multipliers 4, 3, 2, 1 and its running maximum all show."""
+    rng = np.random.default_rng(0)
+    before = [run(f"before-{s}", s, BEFORE, rng) for s in SEEDS]
+    after = []
+    for r in before:
+        folds = copy.deepcopy(r.folds)
+        for fold in folds:
+            fold["auc"] = float(np.clip(fold["auc"] + rng.normal(0.08, 0.05), 0, 1))
+            at = fold["at_0.5"]
+            at["sensitivity"] = float(np.clip(at["sensitivity"] + rng.normal(0.1, 0.3), 0, 1))
+            at["specificity"] = float(np.clip(at["specificity"] + rng.normal(0.05, 0.3), 0, 1))
+            at["balanced_accuracy"] = (at["sensitivity"] + at["specificity"]) / 2
+        after.append(Run(f"after-{r.seed}", params(r.seed, AFTER), folds, r.summary, SPLIT))
+    return before + after
+
+
 def by_name(runs):
     return {r.name: r for r in runs}
 
@@ -103,27 +124,71 @@ def test_deltas_mean_and_ci_match_a_hand_computation(runs):
         assert e.mean_delta == pytest.approx(np.mean(deltas)) and e.test is None and e.verdict is None
 
 
-def test_corrected_ttest_and_holm_over_the_four_per_fold_endpoints(runs):
+def holm_by_hand(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment written out: walk the p-values from the smallest, multiply the i-th (0-based)
+    by m - i, never let an adjusted value fall below the one before it, cap at 1."""
+    m = len(p_values)
+    adjusted = [0.0] * m
+    running = 0.0
+    for i, index in enumerate(sorted(range(m), key=lambda j: p_values[j])):
+        running = max(running, (m - i) * p_values[index])
+        adjusted[index] = min(running, 1.0)
+    return adjusted
+
+
+def test_holm_by_hand_on_literal_p_values():
+    # sorted 0.005, 0.01, 0.03, 0.04: x4 = 0.02, x3 = 0.03, x2 = 0.06, x1 = 0.04 -> 0.06 (monotone)
+    assert holm_by_hand([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm_by_hand([0.6, 0.5]) == [1.0, 1.0]
+
+
+def p_as_printed(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.2g}"
+
+
+@pytest.mark.parametrize("which", ["runs", "shifted_runs"])
+def test_corrected_ttest_and_holm_over_the_four_per_fold_endpoints(which, request):
+    runs = request.getfixturevalue(which)
     result = compare_runs(runs, BEFORE, AFTER)
     named = by_name(runs)
     assert (result.n_train, result.n_test) == (N_TRAIN, N_TEST)  # train + inner validation; held out
     tested = [e for e in result.endpoints if e.tested]
     assert [e.name for e in tested] == list(FOLD_KEYS)
+    p_values = []
     for e in tested:
-        differences = [
-            value(named[f"after-{s}"].folds[k], FOLD_KEYS[e.name])
-            - value(named[f"before-{s}"].folds[k], FOLD_KEYS[e.name])
-            for s in SEEDS
-            for k in FOLDS
-        ]
-        assert e.test == stats.corrected_repeated_cv_ttest(differences, N_TRAIN, N_TEST, 0.95)
-        assert e.test.df == 14
-    assert [e.p_holm for e in tested] == stats.holm([e.test.p for e in tested])
+        differences = np.array(
+            [
+                value(named[f"after-{s}"].folds[k], FOLD_KEYS[e.name])
+                - value(named[f"before-{s}"].folds[k], FOLD_KEYS[e.name])
+                for s in SEEDS
+                for k in FOLDS
+            ]
+        )
+        # Nadeau & Bengio: t = mean / sqrt((1/n + n_test/n_train) * s2), s2 with n - 1, df = n - 1 = 14
+        n = len(differences)
+        mean = differences.sum() / n
+        s2 = ((differences - mean) ** 2).sum() / (n - 1)
+        se = math.sqrt((1 / n + N_TEST / N_TRAIN) * s2)
+        t = mean / se
+        p = 2 * sps.t.sf(abs(t), n - 1)
+        half = sps.t.ppf(0.975, n - 1) * se
+        assert (e.test.n, e.test.df) == (15, 14)
+        assert e.test.mean == pytest.approx(mean, abs=1e-12) and e.test.variance == pytest.approx(s2, rel=1e-12)
+        assert e.test.t == pytest.approx(t, rel=1e-9) and e.test.p == pytest.approx(p, rel=1e-9)
+        assert (e.test.ci_low, e.test.ci_high) == pytest.approx((mean - half, mean + half), rel=1e-9)
+        p_values.append(p)
+    assert [e.p_holm for e in tested] == pytest.approx(holm_by_hand(p_values), rel=1e-9)
+    if which == "shifted_runs":  # sorted p x 4, x 3, x 2, x 1, the last raised to the one before it
+        assert p_values == sorted(p_values) and p_values[0] < 0.05 and p_values[-1] > 0.5
+        assert [e.p_holm for e in tested] == pytest.approx(
+            [4 * p_values[0], 3 * p_values[1], 2 * p_values[2], max(2 * p_values[2], p_values[3])], rel=1e-9
+        )
     assert len(result.verdicts) == 4 and result.verdicts[0].startswith("Primary endpoint: ")
     primary = tested[0]
-    assert f"corrected CV t-test p = {stats._format_p(primary.test.p)}" in result.verdicts[0] or primary.test.p < 1e-3
-    assert f"Holm-adjusted {stats._format_p(primary.p_holm)}" in result.verdicts[0]
-    assert "(mean dAUC " in result.verdicts[0]
+    if p_values[0] >= 1e-3:
+        assert f"corrected CV t-test p = {p_as_printed(p_values[0])}" in result.verdicts[0]
+    assert f"Holm-adjusted {p_as_printed(holm_by_hand(p_values)[0])}" in result.verdicts[0]
+    assert "(mean dAUC " in result.verdicts[0] and primary.name == "held-out AUC"
 
 
 def test_identical_configurations_give_zero_deltas_p_one_and_no_evidence(runs):
@@ -261,7 +326,7 @@ def test_command_line(runs, tmp_path, monkeypatch, capsys):
 
 
 def test_without_drops_nested_keys_and_leaves_the_input_alone():
-    from gliomil.repeats import without
+    from gliomil.comparison.repeats import without
 
     params = {"seed": 1, "train": {"threads": 0, "epochs": 2}}
     assert without(params, ["train.threads", "no.such"]) == {"seed": 1, "train": {"epochs": 2}}

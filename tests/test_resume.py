@@ -6,11 +6,11 @@ import signal
 import pytest
 from test_train import tiny_config, toy_bags
 
-from gliomil import interrupts
-from gliomil import train as training
 from gliomil.errors import Interrupted
-from gliomil.reporting import open_live
-from gliomil.train import load_resume_state, train_fold
+from gliomil.runtime import interrupts
+from gliomil.training import loop as training
+from gliomil.training.loop import load_resume_state, train_fold
+from gliomil.training.reporting import open_live
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def assert_same_fold(a, b, folder_a, folder_b):
 
 @pytest.fixture
 def signal_flag(monkeypatch):
-    """Raise the flag a SIGTERM raises (gliomil.interrupts) from inside a test; cleared afterwards."""
+    """Raise the flag a SIGTERM raises (gliomil.runtime.interrupts) from inside a test; cleared afterwards."""
     monkeypatch.setattr(interrupts, "_received", None)
     return lambda: setattr(interrupts, "_received", signal.SIGTERM)
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from conftest import DVC, REPO, dvc, make_pipeline_repo, repro, run_tool, stages_run, tiny_params, tool_env
 
-from gliomil.fanout import _make_workers
+from gliomil.scale.fanout import _make_workers
 
 pytestmark = pytest.mark.slow
 
@@ -71,11 +71,9 @@ def _commit_all(repo: Path, message: str) -> None:
     run_tool(["git", "commit", "-qm", message], repo)
 
 
-def test_fanout_trains_the_folds_at_once_and_the_workspace_restores_them(tmp_path):
-    serial = _repo(tmp_path, "serial")
-    start = time.monotonic()
-    repro(serial)
-    serial_s = time.monotonic() - start
+def test_fanout_trains_the_folds_at_once_and_the_workspace_restores_them(finished_run, tmp_path):
+    serial_run = finished_run(_params())  # the session's serial `dvc repro` of these params, from scratch
+    serial, serial_s = serial_run.repo, serial_run.seconds  # only read below
 
     repo = _repo(tmp_path, "fanout")
     start = time.monotonic()
@@ -128,8 +126,10 @@ def test_folds_round_robin_one_gpu_per_worker_and_the_cores_divided(tmp_path):
     assert cpu_only[0].env.get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES")
 
 
-def test_fanout_refuses_uncommitted_changes_and_names_a_failed_fold(tmp_path):
-    repo = _repo(tmp_path, "repo")
+def test_fanout_refuses_uncommitted_changes_and_names_a_failed_fold(finished_run, tmp_path):
+    # After a serial `dvc repro` (its results not committed: dvc.lock is no pipeline file), so the fan-out's upstream
+    # is up to date here and restores in the workers; the edit to stages/train.py below makes both folds train again.
+    repo = finished_run(_params()).copy(tmp_path / "repo" / "repo")
     params = (repo / "params.yaml").read_text()
     (repo / "params.yaml").write_text(params.replace("seed: 42", "seed: 43", 1))
     refused = _fanout(repo, "-j", "2", check=False)
@@ -144,7 +144,7 @@ def test_fanout_refuses_uncommitted_changes_and_names_a_failed_fold(tmp_path):
     (repo / "stages/train.py").write_text(
         stage.replace("\ndef main():\n", '\ndef main():\n    if sys.argv[1:] == ["1"]:\n        sys.exit("injected")\n')
     )
-    _commit_all(repo, "fold 1 fails")
+    run_tool(["git", "commit", "-qam", "fold 1 fails"], repo)  # the edit alone, as in a repo that never ran
     failed = _fanout(repo, "-j", "2", check=False)
     log = ".dvc/tmp/gliomil/fanout/worker_1.log"
     assert failed.returncode == 1
@@ -258,11 +258,10 @@ def _clone(source: Path, target: Path) -> Path:
     return target
 
 
-def test_remote_round_trip_and_a_missing_object(tmp_path):
-    repo = _repo(tmp_path, "origin")
+def test_remote_round_trip_and_a_missing_object(finished_run, tmp_path):
+    repo = finished_run(_params()).copy(tmp_path / "origin" / "repo")  # after a from-scratch `dvc repro`
     remote = tmp_path / "remote"
     dvc(repo, "remote", "add", "-d", "storage", str(remote))  # in .dvc/config, committed: every clone uses it
-    repro(repo)
     dvc(repo, "push", "--run-cache")
     _commit_all(repo, "results")
 
@@ -272,7 +271,8 @@ def test_remote_round_trip_and_a_missing_object(tmp_path):
     assert dvc(clone, "metrics", "show") == dvc(repo, "metrics", "show")
     assert dvc(clone, "metrics", "show", "metrics") == dvc(repo, "metrics", "show", "metrics")
     assert (clone / "models/fold_0/best.pt").read_bytes() == (repo / "models/fold_0/best.pt").read_bytes()
-    compared = run_tool([sys.executable, "-m", "gliomil.compare", "HEAD", "HEAD"], clone, env=tool_env(clone / "src"))
+    compare = [sys.executable, "-m", "gliomil.comparison.compare", "HEAD", "HEAD"]
+    compared = run_tool(compare, clone, env=tool_env(clone / "src"))
     assert compared.stdout.startswith("HEAD -> HEAD\n")
 
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]

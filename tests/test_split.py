@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gliomil.data.split import FoldSplit, class_counts, make_splits
 from gliomil.errors import GliomilError
-from gliomil.split import FoldSplit, class_counts, make_splits
 
 
 def _manifest(n_hgg, n_lgg, groups=None):

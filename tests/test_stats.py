@@ -8,22 +8,18 @@ import pytest
 from scipy import stats as sps
 from sklearn.metrics import balanced_accuracy_score, brier_score_loss, recall_score, roc_auc_score
 
-from gliomil.stats import (
+from gliomil.comparison.statistics import (
     BootstrapResult,
-    balanced_accuracy,
-    brier_score,
     corrected_repeated_cv_ttest,
-    delong_auc_ci,
     delong_test,
     holm,
     mcnemar_exact,
     paired_bootstrap_ci,
-    sensitivity,
     sign_agreement,
-    specificity,
-    stratified_bootstrap_indices,
     verdict,
 )
+from gliomil.evaluation.intervals import delong_auc_ci, stratified_bootstrap_indices
+from gliomil.evaluation.metrics import balanced_accuracy, brier_score, sensitivity, specificity
 
 # ---------------------------------------------------------------------------------------------- DeLong
 
@@ -144,7 +140,7 @@ def test_mcnemar_refuses_non_boolean_input():
 def test_threshold_statistics_agree_with_sklearn():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 60)
-    probs = np.round(rng.uniform(0, 1, 60), 1)  # some exactly at 0.5: >= 0.5 is HGG, as in gliomil.metrics
+    probs = np.round(rng.uniform(0, 1, 60), 1)  # some exactly at 0.5: >= 0.5 is HGG, as in gliomil.evaluation.metrics
     pred = (probs >= 0.5).astype(int)
     assert sensitivity(labels, probs) == pytest.approx(recall_score(labels, pred, pos_label=1))
     assert specificity(labels, probs) == pytest.approx(recall_score(labels, pred, pos_label=0))
@@ -288,5 +284,5 @@ def test_verdicts_follow_the_adjusted_p(asah):
     assert verdict(better, "Brier", higher_is_better=False) == (
         "Brier improved (dBrier -0.030 [-0.050, -0.010], 95% bootstrap CI)"
     )
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="no verdict for a float"):
         verdict(0.05)

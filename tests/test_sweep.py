@@ -5,7 +5,7 @@ import sys
 import time
 
 import pytest
-from conftest import DVC, dvc, make_pipeline_repo, repro, run_tool, stages_run, tiny_params, tool_env
+from conftest import DVC, dvc, run_tool, stages_run, tool_env
 from dvc.api import exp_show
 
 pytestmark = pytest.mark.slow
@@ -38,9 +38,8 @@ def _wait_for_queue(repo, timeout_s: float) -> dict[str, str]:
         time.sleep(10)
 
 
-def test_seed_sweep_in_the_queue_then_repeats_compares_the_configurations(tmp_path):
-    repo = make_pipeline_repo(tmp_path, tiny_params())
-    repro(repo)
+def test_seed_sweep_in_the_queue_then_repeats_compares_the_configurations(tiny_run, tmp_path):
+    repo = tiny_run.copy(tmp_path / "repo")  # tiny_params() after a from-scratch `dvc repro`
     run_tool(["git", "add", "-A"], repo)
     run_tool(["git", "commit", "-qm", "baseline run"], repo)  # the queued experiments' baseline: seed 42, AFTER
     for config in (BEFORE, AFTER):
@@ -75,7 +74,7 @@ def test_seed_sweep_in_the_queue_then_repeats_compares_the_configurations(tmp_pa
         [
             sys.executable,
             "-m",
-            "gliomil.repeats",
+            "gliomil.comparison.repeats",
             "--before",
             BEFORE,
             "--after",
@@ -99,10 +98,13 @@ def test_seed_sweep_in_the_queue_then_repeats_compares_the_configurations(tmp_pa
     print(out)  # shown with pytest -s: the report of a real sweep
 
     # Without --before/--after the two configurations are told apart by the baseline commit: it holds AFTER.
-    default = run_tool([sys.executable, "-m", "gliomil.repeats"], repo, env=tool_env(repo / "src")).stdout
+    default = run_tool([sys.executable, "-m", "gliomil.comparison.repeats"], repo, env=tool_env(repo / "src")).stdout
     assert "- After: label_smoothing=0.2, use_class_weights=true: " in default and "baseline commit" in default
     unknown = run_tool(
-        [sys.executable, "-m", "gliomil.repeats", "--before", "label_smoothing=0.3"], repo, env=env, check=False
+        [sys.executable, "-m", "gliomil.comparison.repeats", "--before", "label_smoothing=0.3"],
+        repo,
+        env=env,
+        check=False,
     )
     assert unknown.returncode == 1 and unknown.stderr.startswith("error: --before label_smoothing=0.3 matches no")
     assert len(unknown.stderr.strip().splitlines()) == 1

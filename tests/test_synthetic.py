@@ -1,4 +1,4 @@
-"""Tests of the synthetic BraTS-style cohort (gliomil.synthetic, gliomil.anatomy)."""
+"""Tests of the synthetic BraTS-style cohort (gliomil.synthetic.cohort, gliomil.synthetic.anatomy)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from gliomil import synthetic
-from gliomil.anatomy import Pose, warp
-from gliomil.brats import Subject, load_subject, resolve_files
+from gliomil.data.brats import Subject, load_subject, resolve_files
+from gliomil.data.preprocess import PreprocessSettings, preprocess_case
 from gliomil.errors import GliomilError
-from gliomil.preprocess import PreprocessSettings, preprocess_case
-from gliomil.synthetic import (
+from gliomil.synthetic import cohort as synthetic
+from gliomil.synthetic.anatomy import Pose, warp
+from gliomil.synthetic.cohort import (
     CONTRAST,
     FOV_MM,
     Acquisition,
@@ -404,11 +404,11 @@ def test_same_patient_at_any_resolution():
 def test_bad_arguments():
     """An unknown grade or a bad shape is a ValueError."""
     rng = np.random.default_rng(0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="grade must be one of .*, got 'GBM'"):
         synthesize_subject("GBM", BASELINE_SHAPE, rng)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"shape must be three integers >= 16, got \(8, 64, 40\)"):
         synthesize_subject("HGG", (8, 64, 40), rng)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"shape must be three integers >= 16, got \(64, 64\)"):
         synthesize_subject("HGG", (64, 64), rng)
 
 
@@ -585,10 +585,10 @@ def test_failure_leaves_nothing_behind(tmp_path, monkeypatch, workers):
 
 
 def test_bad_cohort_params(tmp_path):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"n_hgg \+ n_lgg must be at least 1"):
         synthesize_cohort(tmp_path / "a", n_hgg=0, n_lgg=0, shape=TINY_SHAPE, seed=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="workers must be an integer >= 1, got 0"):
         synthesize_cohort(tmp_path / "b", n_hgg=1, n_lgg=1, shape=TINY_SHAPE, seed=0, workers=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"shape must be three integers >= 16, got \(32, 32, 8\)"):
         synthesize_cohort(tmp_path / "c", n_hgg=1, n_lgg=1, shape=(32, 32, 8), seed=0)
     assert list(tmp_path.iterdir()) == []

@@ -9,15 +9,16 @@ import torch
 from dvclive import Live
 
 from gliomil import params as P
-from gliomil.data import BagSet, augment_bag, epoch_order, sample_slices
-from gliomil.diagnostics import LOGGED_KEYS, CollapseThresholds
+from gliomil.data.bags import BagSet, augment_bag, epoch_order, sample_slices
 from gliomil.errors import ParamsError
-from gliomil.inference import load_checkpoint, score_bags
-from gliomil.losses import mil_loss
-from gliomil.metrics import epoch_metrics
-from gliomil.model import ModelConfig
-from gliomil.reporting import EpochReporter
-from gliomil.train import BestCheckpoint, TrainConfig, epoch_record, train_fold, train_step
+from gliomil.evaluation.diagnostics import LOGGED_KEYS, CollapseThresholds
+from gliomil.evaluation.metrics import epoch_metrics
+from gliomil.evaluation.scoring import score_bags
+from gliomil.model.checkpoint import load_checkpoint
+from gliomil.model.dsmil import ModelConfig
+from gliomil.training.loop import BestCheckpoint, TrainConfig, epoch_record, train_fold, train_step
+from gliomil.training.losses import mil_loss
+from gliomil.training.reporting import EpochReporter
 
 TINY_MODEL = ModelConfig(width=8, depth=2)
 
@@ -188,7 +189,7 @@ def test_a_failing_plot_is_logged_and_training_goes_on(toy_data, tmp_path, monke
     def broken(*args, **kwargs):
         raise RuntimeError("no display")
 
-    monkeypatch.setattr("gliomil.reporting.plot_roc", broken)
+    monkeypatch.setattr("gliomil.training.reporting.plot_roc", broken)
     result = train_fold(
         tiny_config(epochs=2), 0, train_set, val_set, tmp_path / "p.pt", log=logs.append, on_epoch=reporter
     )
@@ -215,20 +216,45 @@ def test_committed_params_give_a_valid_config_and_bad_values_are_named():
         config_from(params)
 
 
-def test_train_step_takes_one_optimiser_step_and_returns_the_outputs():
+def adam_by_hand(parameter, gradient, state, lr, betas, weight_decay, eps=1e-8):
+    """One Adam step (Kingma & Ba 2015, with L2 weight decay added to the gradient, as torch.optim.Adam),
+    in float64: g = grad + wd * p; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
+    p - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)."""
+    p, g = parameter.double(), gradient.double() + weight_decay * parameter.double()
+    t = state["t"] = state.get("t", 0) + 1
+    m = state["m"] = betas[0] * state.get("m", 0.0) + (1 - betas[0]) * g
+    v = state["v"] = betas[1] * state.get("v", 0.0) + (1 - betas[1]) * g * g
+    return p - lr * (m / (1 - betas[0] ** t)) / (torch.sqrt(v / (1 - betas[1] ** t)) + eps)
+
+
+def test_train_step_takes_adam_steps_by_hand_and_returns_the_outputs():
+    import copy
+
     torch.manual_seed(0)
     model = TINY_MODEL.build().train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    lr, betas, weight_decay = 0.01, (0.5, 0.9), 1e-3  # the fold loop's Adam, params.yaml's betas
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     sizes = [3, 5]
-    slices = torch.randn(sum(sizes), 4, 16, 16)
     labels = torch.tensor([1, 0])
-    before = [p.detach().clone() for p in model.parameters()]
-    loss, out = train_step(model, optimizer, scaler, mil_loss, slices, sizes, labels, None)
-    assert loss.dim() == 0 and torch.isfinite(loss)
-    assert loss.item() == pytest.approx(mil_loss(out.bag_logits, out.max_instance_logits, labels).item())
-    assert out.bag_logits.shape == (2,) and out.attention.shape == (8,)
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    states = [{} for _ in model.parameters()]
+    for step in range(2):  # the second step uses the moments of the first
+        slices = torch.randn(sum(sizes), 4, 16, 16)
+        # The gradient at the current weights, from a copy of the model (train mode: batch statistics).
+        twin = copy.deepcopy(model)
+        twin_out = twin(slices, sizes)
+        mil_loss(twin_out.bag_logits, twin_out.max_instance_logits, labels).backward()
+        expected = [
+            adam_by_hand(p.detach(), q.grad, state, lr, betas, weight_decay)
+            for p, q, state in zip(model.parameters(), twin.parameters(), states)
+        ]
+        loss, out = train_step(model, optimizer, scaler, mil_loss, slices, sizes, labels, None)
+        assert loss.dim() == 0 and out.bag_logits.shape == (2,) and out.attention.shape == (8,)
+        assert loss.item() == pytest.approx(
+            mil_loss(twin_out.bag_logits, twin_out.max_instance_logits, labels).item(), rel=1e-6
+        ), step
+        for (name, p), want in zip(model.named_parameters(), expected):
+            torch.testing.assert_close(p.detach().double(), want, rtol=1e-5, atol=1e-6, msg=f"step {step}: {name}")
 
 
 def test_best_checkpoint_by_loss_and_by_auc():

@@ -1,11 +1,11 @@
-"""gliomil.workers: results in job order, the same for any number of workers."""
+"""gliomil.runtime.workers: results in job order, the same for any number of workers."""
 
 import os
 
 import numpy as np
 import pytest
 
-from gliomil.workers import map_in_workers
+from gliomil.runtime.workers import map_in_workers
 
 
 def _square_with_pid(job: int) -> tuple[int, int]:

@@ -1,20 +1,20 @@
-"""The ``gliomil`` command: ``gliomil predict`` (:mod:`gliomil.predict`), ``gliomil compare``
-(:mod:`gliomil.compare`), ``gliomil repeats`` (:mod:`gliomil.repeats`) and ``gliomil fanout``
-(:mod:`gliomil.fanout`)."""
+"""The ``gliomil`` command: ``gliomil predict`` (:mod:`gliomil.serving.predict`), ``gliomil compare``
+(:mod:`gliomil.comparison.compare`), ``gliomil repeats`` (:mod:`gliomil.comparison.repeats`) and ``gliomil fanout``
+(:mod:`gliomil.scale.fanout`)."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-from . import blas  # noqa: F401  (before anything imports numpy: OpenBLAS kernels as the preprocess stage pins them)
-from .stage import run_command
+import gliomil.runtime.blas  # noqa: F401  (before anything imports numpy: OpenBLAS kernels as preprocess pins them)
+from gliomil.runtime.stage import run_command
 
 COMMANDS = {
-    "predict": ("gliomil.predict", "score new patients with a packaged model"),
-    "compare": ("gliomil.compare", "before -> after comparison of two runs"),
-    "repeats": ("gliomil.repeats", "before -> after verdict over repeated cross-validation"),
-    "fanout": ("gliomil.fanout", "train the folds in parallel worktrees through DVC's run-cache"),
+    "predict": ("gliomil.serving.predict", "score new patients with a packaged model"),
+    "compare": ("gliomil.comparison.compare", "before -> after comparison of two runs"),
+    "repeats": ("gliomil.comparison.repeats", "before -> after verdict over repeated cross-validation"),
+    "fanout": ("gliomil.scale.fanout", "train the folds in parallel worktrees through DVC's run-cache"),
 }
 
 

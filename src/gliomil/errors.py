@@ -29,7 +29,7 @@ class OutputError(GliomilError):
     """An output could not be written (a full disk, an unwritable folder): ``"<path>: cannot write (<problem>)"``."""
 
     def __init__(self, path, problem: OSError | str):
-        # A file inside a folder being built (gliomil.files.atomic_directory) is named where it is going.
+        # A file inside a folder being built (gliomil.runtime.files.atomic_directory) is named where it is going.
         self.path = re.sub(r"\.([^/]+)\.partial-\d+-[0-9a-f]+", r"\1", str(path))
         if isinstance(problem, OSError):
             problem = problem.strerror or str(problem)
@@ -37,7 +37,7 @@ class OutputError(GliomilError):
 
 
 class Interrupted(BaseException):
-    """A stage stopped by SIGINT or SIGTERM (at a safe point: :mod:`gliomil.interrupts`).
+    """A stage stopped by SIGINT or SIGTERM (at a safe point: :mod:`gliomil.runtime.interrupts`).
 
     A BaseException, like KeyboardInterrupt, so that no ``except Exception`` (a figure that failed to draw) can
     take it for an ordinary error and carry on.

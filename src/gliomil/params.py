@@ -16,8 +16,9 @@ from typing import Any
 
 import yaml
 
-from .errors import ParamsError
-from .vocabulary import LAYOUTS, MODALITIES, SEGMENTATION
+from gliomil.errors import ParamsError
+from gliomil.nested import MISSING, flatten, lookup
+from gliomil.vocabulary import LAYOUTS, MODALITIES, SEGMENTATION
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -181,22 +182,11 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict:
     return params
 
 
-def _leaves(node: dict, prefix: str = "") -> list[str]:
-    """Dotted keys of the non-mapping values of a nested dict."""
-    keys = []
-    for key, child in node.items():
-        name = f"{prefix}{key}"
-        keys += _leaves(child, name + ".") if isinstance(child, dict) and child else [name]
-    return keys
-
-
 def value(params: dict, key: str) -> Any:
     """The checked value of a :data:`SPEC` key."""
-    node: Any = params
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise ParamsError(f"params.yaml: missing key '{key}'")
-        node = node[part]
+    node = lookup(params, key)
+    if node is MISSING:
+        raise ParamsError(f"params.yaml: missing key '{key}'")
     rule = SPEC[key]
     if not rule.accepts(node):
         raise ParamsError(f"params.yaml: {key} must be {rule.expected}, got {node!r}")
@@ -220,7 +210,7 @@ def section(params: dict, prefix: str) -> dict:
 
 def check_params(params: dict) -> None:
     """Reject an unknown key (naming the nearest valid one), a missing key or a bad value: one line each."""
-    for key in _leaves(params):
+    for key in flatten(params):
         children = [k for k in SPEC if k.startswith(key + ".")]
         if children:
             raise ParamsError(f"params.yaml: {key} must be a mapping of its keys ({', '.join(children[:3])}, ...)")

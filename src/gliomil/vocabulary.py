@@ -13,7 +13,7 @@ LABELS = {grade: label for label, grade in enumerate(GRADES)}
 MODALITIES = ("flair", "t1", "t1ce", "t2")
 SEGMENTATION = "seg"
 
-# How a data.root tree is organised (gliomil.brats reads each; "auto" recognises the other three).
+# How a data.root tree is organised (gliomil.data.brats reads each; "auto" recognises the other three).
 LAYOUTS = ("auto", "brats2018", "brats2020", "csv")
 
 

@@ -1,0 +1,65 @@
+"""The slice store: what the preprocess stage writes and every later stage reads.
+
+``<dir>/manifest.csv`` (one row per subject, with the SHA-256 of its slices), ``<dir>/slices.csv`` (one row per
+kept slice) and ``<dir>/slices/<subject>.npy`` (float16, (S, 4, H, W)). Reading it needs none of the
+preprocessing maths, so training does not re-run when that maths' code changes without changing its output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gliomil.errors import InputError
+
+MANIFEST = "manifest.csv"
+SLICE_TABLE = "slices.csv"
+SLICE_DIR = "slices"
+
+
+def content_hash(array: np.ndarray) -> str:
+    """SHA-256 of an array's dtype, shape and bytes: equal hashes mean identical stored slices."""
+    digest = hashlib.sha256()
+    digest.update(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def read_manifest(preprocessed_dir: str | Path) -> pd.DataFrame:
+    """The per-subject manifest written by :func:`preprocess_cohort`."""
+    return pd.read_csv(Path(preprocessed_dir) / MANIFEST, dtype={"subject_id": str, "patient_id": str})
+
+
+def read_slice_table(preprocessed_dir: str | Path) -> pd.DataFrame:
+    """The per-slice table (subject_id, slice, z, position, brain_fraction, tumour_fraction)."""
+    return pd.read_csv(Path(preprocessed_dir) / SLICE_TABLE, dtype={"subject_id": str})
+
+
+def load_bag(preprocessed_dir: str | Path, subject_id: str, mmap: bool = True) -> np.ndarray:
+    """A subject's slices, float16 (S, 4, H, W); memory-mapped by default so reads touch only what is used.
+
+    A missing, truncated or unreadable file raises :class:`InputError` naming the subject and the file."""
+    path = Path(preprocessed_dir) / SLICE_DIR / f"{subject_id}.npy"
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        problem = " ".join(str(exc).split())[:160]
+        raise InputError(subject_id, path, f"cannot read ({problem}); `dvc checkout` restores it") from None
+
+
+def load_verified_bag(preprocessed_dir: str | Path, subject_id: str, sha256: str) -> np.ndarray:
+    """A subject's slices read into memory and checked against the manifest's ``sha256`` (:func:`content_hash`).
+
+    Silent corruption (a bad disk, a restore from backup: same size, same timestamp) raises :class:`InputError`
+    instead of being trained on. Costs one SHA-256 pass over the bytes read (``benchmarks/verify_benchmark.py``).
+    """
+    bag = np.ascontiguousarray(load_bag(preprocessed_dir, subject_id, mmap=False))
+    if content_hash(bag) != sha256:
+        path = Path(preprocessed_dir) / SLICE_DIR / f"{subject_id}.npy"
+        raise InputError(
+            subject_id, path, "slices differ from the manifest's SHA-256 (corrupted); `dvc checkout` restores them"
+        )
+    return bag

@@ -1,0 +1,115 @@
+"""Scoring patients with a trained DSMIL: whole-bag scores, MIL summaries, per-patient predictions.
+
+Used by the training loop (inner validation), the evaluate stage and anything that scores new patients;
+it imports nothing from training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.special import expit
+
+from gliomil.data.bags import BagSet
+from gliomil.evaluation.diagnostics import batch_diagnostics, summarize
+from gliomil.model.dsmil import DSMIL
+from gliomil.runtime import interrupts
+from gliomil.vocabulary import GRADES
+
+_ARRAYS = ("bag_logits", "max_instance_logits", "instance_logits", "attention", "critical", "bag_sizes")
+
+
+@dataclass
+class BagScores:
+    """Model outputs for n bags. Per-slice arrays are flat, bag after bag (``bag_sizes`` long)."""
+
+    bag_logits: np.ndarray  # (n,)
+    max_instance_logits: np.ndarray  # (n,)
+    instance_logits: np.ndarray  # (sum N,)
+    attention: np.ndarray  # (sum N,)
+    critical: np.ndarray  # (n,) index within the bag
+    bag_sizes: np.ndarray  # (n,)
+    prediction: str = "bag_stream"  # the model's rule, gliomil.model.dsmil.PREDICTIONS
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """(n,) HGG probability per bag, by the model's ``prediction`` rule."""
+        bag = expit(self.bag_logits)
+        if self.prediction == "bag_stream":
+            return bag
+        return 0.5 * (bag + expit(self.max_instance_logits))
+
+    def attention_per_bag(self) -> list[np.ndarray]:
+        """The flat attention split into one (N_b,) array per bag."""
+        return np.split(self.attention, np.cumsum(self.bag_sizes)[:-1])
+
+    @classmethod
+    def concat(cls, parts: list[BagScores]) -> BagScores:
+        return cls(
+            *(np.concatenate([getattr(p, name) for p in parts]) for name in _ARRAYS), prediction=parts[0].prediction
+        )
+
+    @classmethod
+    def from_output(cls, out, prediction: str) -> BagScores:
+        """From a :class:`gliomil.model.dsmil.MILOutput` (any device, any float dtype)."""
+        return cls(
+            *(
+                t.detach().float().cpu().numpy() if t.is_floating_point() else t.cpu().numpy()
+                for t in (getattr(out, name) for name in _ARRAYS)
+            ),
+            prediction=prediction,
+        )
+
+
+def score_bags(
+    model: DSMIL, bags: list[np.ndarray], device: torch.device, chunk: int = 256, dtype: torch.dtype | None = None
+) -> BagScores:
+    """Score whole bags (every slice, each bag ``(N, 4, H, W)``) deterministically, in eval mode."""
+    model.eval()
+    parts = []
+    for bag in bags:
+        interrupts.check("while scoring")
+        slices = torch.from_numpy(np.asarray(bag, dtype=np.float32)).to(device)
+        parts.append(BagScores.from_output(model.score_bag(slices, chunk, dtype), model.prediction))
+    return BagScores.concat(parts)
+
+
+def mil_summary(scores: BagScores, tumour_fraction: np.ndarray, positions: np.ndarray, top_k: int) -> dict:
+    """Summary of the attention/instance diagnostics of scored bags (see :mod:`gliomil.evaluation.diagnostics`)."""
+    return summarize(
+        batch_diagnostics(
+            scores.attention,
+            scores.instance_logits,
+            bag_sizes=scores.bag_sizes,
+            tumour_fraction=tumour_fraction,
+            slice_positions=positions,
+            top_k=top_k,
+        )
+    )
+
+
+def whole_bag_summary(scores: BagScores, bag_set: BagSet, top_k: int) -> dict:
+    """:func:`mil_summary` of bags scored whole by :func:`score_bags`, with the slices' tumour fractions."""
+    return mil_summary(scores, np.concatenate(bag_set.tumour_fraction), np.concatenate(bag_set.position), top_k)
+
+
+def patient_predictions(bag_set: BagSet, scores: BagScores, threshold: float, top: int = 3) -> pd.DataFrame:
+    """One row per patient: grade, probability, predictions at 0.5 and at ``threshold``, critical and most
+    attended slices."""
+    attention = scores.attention_per_bag()
+    probabilities = scores.probabilities
+    return pd.DataFrame(
+        {
+            "subject_id": bag_set.subject_ids,
+            "grade": np.array(GRADES)[bag_set.labels],
+            "label": bag_set.labels,
+            "probability": probabilities.round(6),
+            "predicted_at_0.5": (probabilities >= 0.5).astype(int),
+            "predicted_at_youden": (probabilities >= threshold).astype(int),
+            "critical_slice": scores.critical,
+            "most_attended_slices": [" ".join(map(str, np.argsort(-a, kind="stable")[:top])) for a in attention],
+        }
+    )

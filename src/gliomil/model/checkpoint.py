@@ -1,0 +1,28 @@
+"""A trained DSMIL on disk: weights, the config that rebuilds them, and a record of plain values."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from gliomil.model.dsmil import DSMIL, ModelConfig
+from gliomil.runtime.files import write_with
+
+
+def save_checkpoint(model: DSMIL, config: ModelConfig, path: Path, **record) -> None:
+    """Weights, the :class:`ModelConfig` that rebuilds them and ``record`` (plain values: fold, epoch, ...).
+
+    Serialised in memory, then written atomically: a full disk leaves the previous checkpoint whole and raises
+    :class:`~gliomil.errors.OutputError` (torch.save straight to the file left a torn one and a raw error).
+    """
+    write_with(path, lambda f: torch.save({"model": model.state_dict(), "model_config": asdict(config), **record}, f))
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[DSMIL, dict]:
+    """Rebuild the model saved by :func:`save_checkpoint` in eval mode (``weights_only=True``: no code is unpickled)."""
+    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    model = ModelConfig(**checkpoint["model_config"]).build()
+    model.load_state_dict(checkpoint["model"], strict=True)
+    return model.to(device).eval(), checkpoint
