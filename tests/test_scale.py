@@ -126,10 +126,8 @@ def test_folds_round_robin_one_gpu_per_worker_and_the_cores_divided(tmp_path):
     assert cpu_only[0].env.get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES")
 
 
-def test_fanout_refuses_uncommitted_changes_and_names_a_failed_fold(finished_run, tmp_path):
-    # After a serial `dvc repro` (its results not committed: dvc.lock is no pipeline file), so the fan-out's upstream
-    # is up to date here and restores in the workers; the edit to stages/train.py below makes both folds train again.
-    repo = finished_run(_params()).copy(tmp_path / "repo" / "repo")
+def test_fanout_refuses_uncommitted_changes_and_names_a_failed_fold(tmp_path):
+    repo = _repo(tmp_path, "repo")
     params = (repo / "params.yaml").read_text()
     (repo / "params.yaml").write_text(params.replace("seed: 42", "seed: 43", 1))
     refused = _fanout(repo, "-j", "2", check=False)
@@ -144,7 +142,7 @@ def test_fanout_refuses_uncommitted_changes_and_names_a_failed_fold(finished_run
     (repo / "stages/train.py").write_text(
         stage.replace("\ndef main():\n", '\ndef main():\n    if sys.argv[1:] == ["1"]:\n        sys.exit("injected")\n')
     )
-    run_tool(["git", "commit", "-qam", "fold 1 fails"], repo)  # the edit alone, as in a repo that never ran
+    _commit_all(repo, "fold 1 fails")
     failed = _fanout(repo, "-j", "2", check=False)
     log = ".dvc/tmp/gliomil/fanout/worker_1.log"
     assert failed.returncode == 1
