@@ -1,7 +1,8 @@
 """Stage aggregate: cross-validation summary over the evaluated folds, and the audit report.
 
 Writes metrics/cv_summary.json (mean and std of every metric over folds, pooled out-of-fold AUC with a
-bootstrap 95% interval, per-fold status), metrics/headline.json (the few numbers `dvc exp show` lists),
+bootstrap 95% interval, per-fold status, the model against each baseline on the same patients with DeLong's
+test), metrics/headline.json (the few numbers `dvc exp show` lists),
 reports/cv_folds.csv (the audit's per-fold table), reports/audit.md with its ROC and confusion images,
 and plots/cv/ (every fold's curves and predictions in long tables with a `fold` column, which dvc.yaml's
 plots read whatever the folds are).
@@ -21,6 +22,7 @@ from gliomil import paths
 from gliomil.evaluation.aggregate import (
     STATUSES,
     StatusRules,
+    against_baselines,
     fold_statuses,
     headline,
     mean_and_std,
@@ -58,6 +60,12 @@ def main():
         statuses[key] = fold_statuses([m[key] for m in fold_metrics], rules)
         summary[f"status_{key}"] = {s: statuses[key].count(s) for s in STATUSES}
     summary["folds_mean_std"] = mean_and_std(fold_metrics)
+    baseline_metrics = read_json(paths.BASELINE_METRICS)
+    summary["baselines"] = against_baselines(
+        predictions, pd.read_csv(paths.BASELINE_PREDICTIONS, dtype={"subject_id": str})
+    )
+    for name, test in summary["baselines"].items():
+        test["uses"] = baseline_metrics[name]["uses"]
     write_json(paths.CV_SUMMARY, summary)
     # The decisions as evaluate made them (the probabilities in the table are rounded).
     at_half = threshold_metrics(predictions["label"].to_numpy(), predictions["predicted_at_0.5"].to_numpy(), 0.5)

@@ -1,9 +1,12 @@
-"""Shared fixtures: a tiny synthetic cohort written once per test session."""
+"""Shared fixtures: a tiny synthetic cohort, and finished tiny pipeline runs (finished_run, tiny_run), each made once
+per test session; pipeline repos in temporary git repositories and the helpers that run DVC in them."""
 
+import contextlib
 import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -127,6 +130,20 @@ def make_pipeline_repo(tmp_path: Path, params: dict | None = None) -> Path:
     run_tool(["git", "add", "-A"], repo)
     run_tool(["git", "commit", "-qm", "pipeline"], repo)
     return repo
+
+
+@contextlib.contextmanager
+def sigint_as_in_a_terminal():
+    """Processes started inside take SIGINT as from a terminal, whatever this test run inherited.
+
+    A test run started in the background (``pytest ... &`` from a script, nohup) may inherit SIGINT ignored, and an
+    ignored signal stays ignored in every process it starts: the Ctrl-C a test sends would then reach nothing.
+    Python's own handler here resets to the default in a started program, as a terminal's shell leaves it."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def dvc(repo: Path, *args) -> str:

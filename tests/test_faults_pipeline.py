@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DVC, dvc, make_pipeline_repo, repro, tiny_params, tool_env
+from conftest import DVC, dvc, make_pipeline_repo, repro, sigint_as_in_a_terminal, tiny_params, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -33,15 +33,16 @@ def start(repo: Path, *args: str, shell: str | None = None) -> subprocess.Popen:
     env["PYTHONUNBUFFERED"] = "1"
     if shell:
         env["SHELL"] = shell
-    return subprocess.Popen(
-        [DVC, *args],
-        cwd=repo,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    with sigint_as_in_a_terminal():
+        return subprocess.Popen(
+            [DVC, *args],
+            cwd=repo,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
 
 
 def read_until(process: subprocess.Popen, text: str, timeout: float = 180) -> list[str]:

@@ -16,6 +16,7 @@ ALLOWED = {
     "runtime": {"top:errors"},
     "data": {"runtime", "top:errors", "top:vocabulary"},
     "synthetic": {"runtime", "top:errors", "top:vocabulary"},
+    "baselines": {"data", "runtime", "top:errors", "top:vocabulary"},
     "model": {"runtime"},
     "evaluation": {"data", "model", "runtime", "top:errors", "top:nested", "top:vocabulary"},
     "training": {"data", "model", "evaluation", "runtime", "top:errors", "top:vocabulary"},

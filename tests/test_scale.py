@@ -11,7 +11,18 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DVC, REPO, dvc, make_pipeline_repo, repro, run_tool, stages_run, tiny_params, tool_env
+from conftest import (
+    DVC,
+    REPO,
+    dvc,
+    make_pipeline_repo,
+    repro,
+    run_tool,
+    sigint_as_in_a_terminal,
+    stages_run,
+    tiny_params,
+    tool_env,
+)
 
 from gliomil.scale.fanout import _make_workers
 
@@ -156,14 +167,15 @@ def test_fanout_refuses_uncommitted_changes_and_names_a_failed_fold(tmp_path):
 
 def test_ctrl_c_stops_the_workers_and_the_next_fanout_continues_their_folds(tmp_path):
     repo = _repo(tmp_path, "repo", _params(epochs=4))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gliomil.cli", "fanout", "-j", "2"],
-        cwd=repo,
-        env=tool_env(repo / "src"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    with sigint_as_in_a_terminal():
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gliomil.cli", "fanout", "-j", "2"],
+            cwd=repo,
+            env=tool_env(repo / "src"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     lines, epochs_done = [], set()
     for line in process.stdout:
         lines.append(line)

@@ -11,14 +11,13 @@ from sklearn.metrics import balanced_accuracy_score, brier_score_loss, recall_sc
 from gliomil.comparison.statistics import (
     BootstrapResult,
     corrected_repeated_cv_ttest,
-    delong_test,
     holm,
     mcnemar_exact,
     paired_bootstrap_ci,
     sign_agreement,
     verdict,
 )
-from gliomil.evaluation.intervals import delong_auc_ci, stratified_bootstrap_indices
+from gliomil.evaluation.intervals import delong_auc_ci, delong_test, stratified_bootstrap_indices
 from gliomil.evaluation.metrics import balanced_accuracy, brier_score, sensitivity, specificity
 
 # ---------------------------------------------------------------------------------------------- DeLong

@@ -136,6 +136,7 @@ SPEC: dict[str, Rule] = {
     "train.betas": number_list(2, 0.0, 0.9999),
     "train.weight_decay": number(low=0.0),
     "train.patience": integer(low=1),
+    "train.instance_supervision": number(0.0, None),
     "train.select_metric": choice(("loss", "auc")),
     "train.amp": boolean(),
     "train.threads": integer(low=0),

@@ -15,6 +15,9 @@ BUNDLE = Path("bundle")
 EXTERNAL_SITE = Path("data/external_site")
 EXTERNAL_METRICS = Path("metrics/external.json")
 EXTERNAL_PLOTS = Path("plots/external")
+BASELINE_FEATURES = Path("data/baseline_features.csv")
+BASELINE_PREDICTIONS = Path("plots/baselines/predictions.csv")
+BASELINE_METRICS = Path("metrics/baselines.json")
 
 
 def fold_split(fold: int) -> Path:

@@ -44,12 +44,9 @@ from gliomil import paths
 from gliomil.comparison.runs import read_csv, read_json, read_params
 from gliomil.comparison.statistics import (
     BootstrapResult,
-    DeLongResult,
     McNemarResult,
     ProportionTest,
     UnpairedAucTest,
-    delong_test,
-    format_p,
     holm,
     mcnemar_exact,
     p_text,
@@ -60,6 +57,7 @@ from gliomil.comparison.statistics import (
 )
 from gliomil.errors import GliomilError
 from gliomil.evaluation.aggregate import StatusRules, fold_statuses, seed_table
+from gliomil.evaluation.intervals import DeLongResult, delong_test, format_p
 from gliomil.evaluation.metrics import balanced_accuracy, brier_score, sensitivity, specificity
 from gliomil.runtime.files import write_text
 from gliomil.runtime.stage import run_command

@@ -71,12 +71,12 @@ from gliomil.comparison.statistics import (
     CorrectedTTestResult,
     SignAgreement,
     corrected_repeated_cv_ttest,
-    format_p,
     holm,
     sign_agreement,
     verdict,
 )
 from gliomil.errors import GliomilError
+from gliomil.evaluation.intervals import format_p
 from gliomil.nested import MISSING, flatten, lookup
 from gliomil.runtime.files import write_text, write_with
 from gliomil.runtime.stage import run_command

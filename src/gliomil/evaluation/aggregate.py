@@ -1,4 +1,5 @@
-"""Cross-validation summary: mean and spread over folds, pooled out-of-fold AUC, the audit's per-fold status."""
+"""Cross-validation summary: mean and spread over folds, pooled out-of-fold AUC, the audit's per-fold status, the
+model against the baselines on the same patients."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from gliomil.evaluation.intervals import delong_test
 from gliomil.nested import flatten
 
 STATUSES = ("Critical", "Needs improvement", "Good", "Best")
@@ -66,10 +68,52 @@ def mean_and_std(fold_metrics: list[dict]) -> dict[str, dict[str, float]]:
     return summary
 
 
+def against_baselines(predictions: pd.DataFrame, baselines: pd.DataFrame, level: float = 0.95) -> dict[str, dict]:
+    """The model against each baseline on the same held-out patients: DeLong's test of the two correlated pooled
+    AUCs (:func:`gliomil.evaluation.intervals.delong_test`), ``difference = AUC(model) - AUC(baseline)``.
+
+    ``predictions``: the model's pooled held-out predictions (``subject_id``, ``label``, ``probability``);
+    ``baselines``: the baselines stage's table (``baseline``, ``subject_id``, ``label``, ``probability``). Raises
+    ValueError when a baseline did not score exactly the model's patients (another split: not paired).
+    Returns ``{baseline: {auc_model, auc_baseline, difference, ci_low, ci_high, z, p, level, patients}}``."""
+    model = predictions.set_index("subject_id")
+    compared = {}
+    for name, rows in baselines.groupby("baseline", sort=False):
+        rows = rows.set_index("subject_id")
+        if set(rows.index) != set(model.index) or len(rows) != len(model):
+            raise ValueError(
+                f"baseline {name} scored other patients than the model ({len(rows)} against {len(model)}): "
+                "re-run the baselines stage on the same split"
+            )
+        rows = rows.loc[model.index]
+        if not (rows["label"].to_numpy() == model["label"].to_numpy()).all():
+            raise ValueError(f"baseline {name} has other labels than the model for the same patients")
+        test = delong_test(
+            model["label"].to_numpy(), rows["probability"].to_numpy(), model["probability"].to_numpy(), level
+        )
+        compared[name] = {
+            "auc_model": test.auc_after,
+            "auc_baseline": test.auc_before,
+            "difference": test.difference,
+            "ci_low": test.ci_low,
+            "ci_high": test.ci_high,
+            "z": test.z,
+            "p": test.p,
+            "level": level,
+            "patients": len(model),
+        }
+    return compared
+
+
 def headline(summary: dict, pooled_at_half: dict) -> dict[str, float]:
     """The few numbers a sweep is read by (``dvc exp show``): pooled held-out AUC with its interval, pooled
-    inner-validation AUC, pooled balanced accuracy and per-grade recall at 0.5, folds flagged at 0.5."""
+    inner-validation AUC, pooled balanced accuracy and per-grade recall at 0.5, folds flagged at 0.5, and per
+    baseline (``summary["baselines"]``, when there) its pooled AUC and the model's AUC minus it."""
     pooled, statuses = summary["pooled"], summary["status_at_0.5"]
+    versus = {}
+    for name, test in summary.get("baselines", {}).items():
+        versus[f"{name}_auc"] = test["auc_baseline"]
+        versus[f"auc_minus_{name}"] = test["difference"]
     return {
         "auc": pooled["auc"],
         "auc_ci_low": pooled["ci_low"],
@@ -79,6 +123,7 @@ def headline(summary: dict, pooled_at_half: dict) -> dict[str, float]:
         "hgg_recall": pooled_at_half["sensitivity"],
         "lgg_recall": pooled_at_half["specificity"],
         "folds_flagged": statuses["Critical"] + statuses["Needs improvement"],
+        **versus,
     }
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from gliomil.evaluation.diagnostics import COLLAPSE_KINDS, LOGGED_KEYS, CollapseThresholds, detect_collapse
+from gliomil.evaluation.intervals import format_p
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,7 @@ def render_report(
         f"- Pooled inner-validation AUC (the patients that chose each fold's epoch; compare runs on this, "
         f"not on the held-out numbers): {summary['pooled_inner_val']['auc']:.4f}",
         "",
+        *baselines_section(summary.get("baselines", {})),
         "## MIL diagnostics",
         "",
         _markdown_table(
@@ -249,6 +251,30 @@ def render_report(
         "",
     ]
     return "\n".join(lines)
+
+
+def baselines_section(baselines: dict) -> list[str]:
+    """Lines of the report's section on the model against the baselines (``summary["baselines"]``, from
+    :func:`gliomil.evaluation.aggregate.against_baselines`); none without baselines."""
+    if not baselines:
+        return []
+    lines = [
+        "## Against the baselines (same folds, same held-out patients)",
+        "",
+        "Logistic regressions fitted on each fold's training patients (`baselines` stage). DeLong's test of the two "
+        "correlated pooled AUCs; the difference is the model's AUC minus the baseline's, so a negative one means the "
+        "baseline ranks the patients better. `seg_statistics` reads the tumour mask at test time: an upper reference, "
+        "not a competitor of an image-only model.",
+        "",
+        "| Baseline | Uses | Baseline AUC | Model AUC | Difference (95% CI) | p |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, test in baselines.items():
+        lines.append(
+            f"| `{name}` | {test.get('uses', '')} | {test['auc_baseline']:.3f} | {test['auc_model']:.3f} | "
+            f"{test['difference']:+.3f} ({test['ci_low']:+.3f} to {test['ci_high']:+.3f}) | {format_p(test['p'])} |"
+        )
+    return [*lines, ""]
 
 
 def _with_ci(metrics: dict, key: str, method: str) -> str:

@@ -2,8 +2,10 @@
 
 - :func:`delong_auc_ci`: one ROC AUC with its DeLong variance and interval.
 - :func:`stratified_bootstrap_indices`: resamples of patients within each grade, for any bootstrap interval.
-- :func:`delong_components` / :func:`delong_covariance`: the mid-rank structural components, shared with the
-  paired DeLong test of :mod:`gliomil.comparison.statistics`.
+- :func:`delong_test`: two correlated AUCs on the same patients (a model against a baseline in the aggregate stage,
+  two runs in :mod:`gliomil.comparison.compare`).
+- :func:`delong_components` / :func:`delong_covariance`: the mid-rank structural components of both.
+- :func:`format_p`: a p-value as every report prints it.
 
 Labels are 1 = HGG (positive), 0 = LGG throughout.
 """
@@ -125,3 +127,90 @@ def stratified_bootstrap_indices(labels, n_resamples: int, seed: int) -> np.ndar
         members = np.flatnonzero(labels == grade)
         blocks.append(members[rng.integers(0, members.size, size=(n_resamples, members.size))])
     return np.concatenate(blocks, axis=1)
+
+
+# Floating-point noise on a variance of a difference that is zero in exact arithmetic (identical runs, or
+# scores that are monotone transforms of each other) must not turn into a huge z.
+_RELATIVE_VARIANCE_TOL = 1e-12
+
+
+def z_test(difference: float, sd: float, level: float = 0.95) -> tuple[float, float, float, float]:
+    """Two-sided normal test of ``difference`` with standard error ``sd`` > 0: (z, p, CI low, CI high)."""
+    z = difference / sd
+    half_width = two_sided_quantile(level) * sd
+    return float(z), float(2.0 * sps.norm.sf(abs(z))), difference - half_width, difference + half_width
+
+
+# --------------------------------------------------------------------------------------------------------------
+# DeLong
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeLongResult:
+    """DeLong test of two correlated AUCs on the same patients; ``difference = auc_after - auc_before``."""
+
+    auc_before: float
+    auc_after: float
+    difference: float
+    var_before: float
+    var_after: float
+    covariance: float
+    sd_difference: float
+    z: float
+    p: float
+    ci_low: float
+    ci_high: float
+    level: float
+    n_positive: int
+    n_negative: int
+
+
+def delong_test(labels, before, after, level: float = 0.95) -> DeLongResult:
+    """DeLong's test of two correlated ROC AUCs (two runs scored on the same patients).
+
+    DeLong, DeLong & Clarke-Pearson (1988), Biometrics 44:837-845; variance and covariance by the mid-rank
+    algorithm of Sun & Xu (2014), IEEE Signal Processing Letters 21(11):1389-1393. Conventions follow pROC's
+    ``roc.test(method="delong")``: ties count one half, n-1 denominators, z = d / sqrt(var_b + var_a - 2 cov),
+    p = 2 * Phi(-|z|), CI = d +/- z_{(1+level)/2} * sd (not clipped).
+
+    labels: (N,) 1 = HGG, 0 = LGG; before, after: (N,) scores of the two runs, higher = more likely HGG.
+    ``difference = AUC(after) - AUC(before)``: positive means the change ranks patients better.
+    When the two runs order the patients identically the difference has zero variance: z = 0, p = 1 and the CI
+    is [d, d] (d = 0 up to rounding) instead of a division by zero.
+    """
+    labels = binary_labels(labels)
+    scores = np.stack([scores_like(before, labels, "before"), scores_like(after, labels, "after")])
+    aucs, v10, v01 = delong_components(labels, scores)
+    cov = delong_covariance(v10, v01)
+    var_before, var_after, covariance = float(cov[0, 0]), float(cov[1, 1]), float(cov[0, 1])
+    difference = float(aucs[1] - aucs[0])
+    var_difference = var_before + var_after - 2.0 * covariance
+    if var_difference <= _RELATIVE_VARIANCE_TOL * (var_before + var_after):
+        sd, z, p, ci_low, ci_high = 0.0, 0.0, 1.0, difference, difference
+    else:
+        sd = math.sqrt(var_difference)
+        z, p, ci_low, ci_high = z_test(difference, sd, level)
+    return DeLongResult(
+        auc_before=float(aucs[0]),
+        auc_after=float(aucs[1]),
+        difference=difference,
+        var_before=var_before,
+        var_after=var_after,
+        covariance=covariance,
+        sd_difference=sd,
+        z=float(z),
+        p=p,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        level=level,
+        n_positive=int(v10.shape[1]),
+        n_negative=int(v01.shape[1]),
+    )
+
+
+def format_p(p: float | None, digits: int = 2) -> str:
+    """A p-value as reports print it: ``digits`` significant digits, '< 0.001' below that, '–' for none."""
+    if p is None:
+        return "–"
+    return "< 0.001" if p < 0.001 else f"{p:.{digits}g}"

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
-__all__ = ["mil_loss", "class_weights_from_counts"]
+__all__ = ["mil_loss", "class_weights_from_counts", "TumourHead", "tumour_targets"]
 
 Weights = Sequence[float] | torch.Tensor
 
@@ -83,3 +84,41 @@ def class_weights_from_counts(n_lgg: int, n_hgg: int) -> tuple[float, float]:
         raise ValueError(f"class counts must be positive to weight classes, got n_lgg={n_lgg}, n_hgg={n_hgg}")
     total = n_lgg + n_hgg
     return total / (2 * n_lgg), total / (2 * n_hgg)
+
+
+class TumourHead(torch.nn.Module):
+    """Instance supervision from the segmentation (params ``train.instance_supervision``): a linear "tumour present"
+    logit per slice on the encoder's features, ``(N, K) -> (N,)``, and its loss.
+
+    Training-only: it is not part of the model, not saved in the checkpoint and never used to score, so evaluate,
+    the bundle and ``gliomil predict`` stay image-only. What it changes is what the shared encoder learns: features
+    that tell tumour slices from the rest, which the MIL aggregator then pools (segmentation as training-only
+    supervision, as in Decuyper et al., MIDL 2020).
+    """
+
+    def __init__(self, in_features: int, weight: float):
+        super().__init__()
+        if not weight > 0.0:
+            raise ValueError(f"the instance-supervision weight must be > 0, got {weight}")
+        self.weight = float(weight)
+        self.fc = torch.nn.Linear(in_features, 1)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """Slice features ``(N, K)`` -> "tumour present" logits ``(N,)``, in float32."""
+        with torch.autocast(device_type=feats.device.type, enabled=False):
+            return self.fc(feats.float())[:, 0]
+
+    def loss(self, feats: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """``weight`` times the mean binary cross-entropy of the slices' logits against ``targets`` (N,) in {0, 1}."""
+        logits = self.forward(feats)
+        return self.weight * F.binary_cross_entropy_with_logits(logits, targets.to(logits))
+
+
+def tumour_targets(tumour_fraction: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Per-slice targets of :class:`TumourHead`: 1.0 where the slice holds tumour (share of its brain > 0), else 0.
+
+    Raises ValueError on NaN (a subject without segmentation): the caller names the subject."""
+    fraction = np.asarray(tumour_fraction, dtype=np.float64)
+    if np.isnan(fraction).any():
+        raise ValueError("tumour fractions are unknown (no segmentation)")
+    return (fraction > 0).astype(np.float32)
