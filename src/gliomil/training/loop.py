@@ -32,7 +32,7 @@ from gliomil.model.dsmil import DSMIL, ModelConfig
 from gliomil.runtime import interrupts
 from gliomil.runtime.device import autocast_dtype, default_device, precision_name
 from gliomil.runtime.files import write_with
-from gliomil.training.losses import TumourHead, class_weights_from_counts, mil_loss, tumour_targets
+from gliomil.training.losses import class_weights_from_counts, instance_supervision_loss, mil_loss, tumour_targets
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -57,7 +57,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.5, 0.9)
     weight_decay: float = 1e-3
     patience: int = 10
-    instance_supervision: float = 0.0  # weight of the TumourHead loss; 0 = off (training only, from the segmentation)
+    instance_supervision: float = 0.0  # weight of instance_supervision_loss; 0 = off (training only, from the seg)
     select_metric: str = "loss"  # loss | auc, on the inner-validation split
     amp: bool = True
     eval_chunk: int = 256  # slices per encoder call when scoring whole bags
@@ -102,24 +102,21 @@ def train_step(
     bag_sizes: list[int],
     labels: torch.Tensor,
     dtype: torch.dtype | None,
-    tumour_head: TumourHead | None = None,
+    instance_supervision: float = 0.0,
     slice_tumour: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, object]:
     """One optimiser step on a batch of bags: slices ``(sum N_b, 4, H, W)``, labels ``(B,)``.
 
-    The encoder runs under ``dtype`` autocast (None: float32); the loss is computed in float32.
-    With ``tumour_head`` (instance supervision), its loss on the slices' ``slice_tumour`` targets ``(sum N_b,)``
-    is added. Returns the loss and the model's :class:`~gliomil.model.dsmil.MILOutput`.
+    The encoder runs under ``dtype`` autocast (None: float32); the loss is computed in float32. With an
+    ``instance_supervision`` weight > 0, that weight times :func:`~gliomil.training.losses.instance_supervision_loss`
+    on the slices' tumour flags ``slice_tumour`` ``(sum N_b,)`` is added. Returns the loss and the model's
+    :class:`~gliomil.model.dsmil.MILOutput`.
     """
     with torch.autocast(slices.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        if tumour_head is None:
-            out = model(slices, bag_sizes)
-        else:
-            feats = model.encoder(slices)
-            out = model.aggregate(feats, bag_sizes)
+        out = model(slices, bag_sizes)
     loss = loss_fn(out.bag_logits.float(), out.max_instance_logits.float(), labels)
-    if tumour_head is not None:
-        loss = loss + tumour_head.loss(feats, slice_tumour)
+    if instance_supervision > 0:
+        loss = loss + instance_supervision * instance_supervision_loss(out.instance_logits, bag_sizes, slice_tumour)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
@@ -149,7 +146,6 @@ def train_epoch(
     device: torch.device,
     dtype: torch.dtype | None,
     epoch: int = 0,
-    tumour_head: TumourHead | None = None,
 ) -> EpochOutput:
     """One pass over the epoch's patients (:func:`~gliomil.data.bags.epoch_order`), one random bag each.
 
@@ -162,7 +158,7 @@ def train_epoch(
         slices, picks = draw_bags(train_set, batch, config.bag_size, rng, config.augment)
         labels = torch.from_numpy(train_set.labels[batch]).to(device)
         slice_tumour = None
-        if tumour_head is not None:
+        if config.instance_supervision > 0:
             fractions = np.concatenate([train_set.tumour_fraction[i][p] for i, p in zip(batch, picks)])
             slice_tumour = torch.from_numpy(tumour_targets(fractions)).to(device)
         loss, out = train_step(
@@ -174,7 +170,7 @@ def train_epoch(
             [len(p) for p in picks],
             labels,
             dtype,
-            tumour_head,
+            config.instance_supervision,
             slice_tumour,
         )
         interrupts.check(f"during a training step of epoch {epoch}")
@@ -363,19 +359,10 @@ def train_fold(
     dtype = autocast_dtype(device, config.amp)
     log(f"fold {fold}: device {device.type}, precision {precision_name(dtype)}")
 
-    model = config.model.build().to(device)
-    trained = [model]
-    tumour_head = None
-    if config.instance_supervision > 0:  # built after the model, so the model's initial weights do not change
+    if config.instance_supervision > 0:
         check_segmentations(train_set)
-        tumour_head = TumourHead(model.encoder.out_features, config.instance_supervision).to(device)
-        trained.append(tumour_head)
-    optimizer = torch.optim.Adam(
-        [p for module in trained for p in module.parameters()],
-        lr=config.lr,
-        betas=config.betas,
-        weight_decay=config.weight_decay,
-    )
+    model = config.model.build().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.lr_min)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     class_weights = None
@@ -387,8 +374,6 @@ def train_fold(
     selection = BestCheckpoint(config.select_metric, config.patience)
     history, collapse_epochs, diagnostics_seconds = [], {"uniform": 0, "one-hot": 0}, 0.0
     modules = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
-    if tumour_head is not None:
-        modules["tumour_head"] = tumour_head
     first_epoch = 1
     if resume is not None:
         _restore(resume, modules, rng)
@@ -402,7 +387,7 @@ def train_fold(
     for epoch in range(first_epoch, config.epochs + 1):
         if selection.should_stop:  # a resumed fold that had stopped early
             break
-        seen = train_epoch(model, optimizer, scaler, loss_fn, train_set, rng, config, device, dtype, epoch, tumour_head)
+        seen = train_epoch(model, optimizer, scaler, loss_fn, train_set, rng, config, device, dtype, epoch)
         scheduler.step()
         val_scores, val_loss = validate(model, val_set, loss_fn, config, device, dtype)
 

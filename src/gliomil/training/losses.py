@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-__all__ = ["mil_loss", "class_weights_from_counts", "TumourHead", "tumour_targets"]
+__all__ = ["mil_loss", "class_weights_from_counts", "instance_supervision_loss", "tumour_targets"]
 
 Weights = Sequence[float] | torch.Tensor
 
@@ -86,38 +86,42 @@ def class_weights_from_counts(n_lgg: int, n_hgg: int) -> tuple[float, float]:
     return total / (2 * n_lgg), total / (2 * n_hgg)
 
 
-class TumourHead(torch.nn.Module):
-    """Instance supervision from the segmentation (params ``train.instance_supervision``): a linear "tumour present"
-    logit per slice on the encoder's features, ``(N, K) -> (N,)``, and its loss.
+def instance_supervision_loss(
+    instance_logits: torch.Tensor, bag_sizes: Sequence[int], tumour: torch.Tensor
+) -> torch.Tensor:
+    """Instance supervision from the segmentation (``train.instance_supervision``): a scalar, zero for a bag
+    without tumour slices and positive otherwise.
 
-    Training-only: it is not part of the model, not saved in the checkpoint and never used to score, so evaluate,
-    the bundle and ``gliomil predict`` stay image-only. What it changes is what the shared encoder learns: features
-    that tell tumour slices from the rest, which the MIL aggregator then pools (segmentation as training-only
-    supervision, as in Decuyper et al., MIDL 2020).
+    Per bag b with tumour slices T_b: ``-log sum_{i in T_b} softmax(s_b)_i``, the negative log of the share of the
+    bag's instance softmax that falls on its tumour slices; the batch's loss is the mean over its bags (a bag
+    without tumour slices adds 0). It teaches the instance stream *which* slices hold the tumour, so that the
+    critical slice the DSMIL bag stream queries with is a tumour slice, without telling it anything about the
+    grade: a softmax does not change when every logit of the bag moves by the same amount, so the level of the
+    logits, which carries HGG against LGG, is left to the MIL loss.
+
+    Args:
+        instance_logits: (sum N_b,) instance-stream logits of the concatenated bags.
+        bag_sizes: (B,) slices per bag, in order.
+        tumour: (sum N_b,) 1 where the slice holds tumour (:func:`tumour_targets`), else 0.
     """
-
-    def __init__(self, in_features: int, weight: float):
-        super().__init__()
-        if not weight > 0.0:
-            raise ValueError(f"the instance-supervision weight must be > 0, got {weight}")
-        self.weight = float(weight)
-        self.fc = torch.nn.Linear(in_features, 1)
-
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        """Slice features ``(N, K)`` -> "tumour present" logits ``(N,)``, in float32."""
-        with torch.autocast(device_type=feats.device.type, enabled=False):
-            return self.fc(feats.float())[:, 0]
-
-    def loss(self, feats: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """``weight`` times the mean binary cross-entropy of the slices' logits against ``targets`` (N,) in {0, 1}."""
-        logits = self.forward(feats)
-        return self.weight * F.binary_cross_entropy_with_logits(logits, targets.to(logits))
+    logits = instance_logits.float()
+    if logits.dim() != 1 or tumour.shape != logits.shape or sum(bag_sizes) != logits.shape[0]:
+        raise ValueError(
+            f"instance_logits {tuple(logits.shape)}, tumour {tuple(tumour.shape)} and bag_sizes (sum "
+            f"{sum(bag_sizes)}) must describe the same slices"
+        )
+    total = logits.new_zeros(())
+    for bag_logits, bag_tumour in zip(
+        torch.split(logits, list(bag_sizes)), torch.split(tumour.bool(), list(bag_sizes))
+    ):
+        if bag_tumour.any():
+            total = total + torch.logsumexp(bag_logits, 0) - torch.logsumexp(bag_logits[bag_tumour], 0)
+    return total / len(bag_sizes)
 
 
 def tumour_targets(tumour_fraction: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Per-slice targets of :class:`TumourHead`: 1.0 where the slice holds tumour (share of its brain > 0), else 0.
-
-    Raises ValueError on NaN (a subject without segmentation): the caller names the subject."""
+    """Per-slice tumour flags for :func:`instance_supervision_loss`: 1.0 where the slice holds tumour (a share of
+    its brain > 0), else 0. Raises ValueError on NaN (a subject without segmentation): the caller names it."""
     fraction = np.asarray(tumour_fraction, dtype=np.float64)
     if np.isnan(fraction).any():
         raise ValueError("tumour fractions are unknown (no segmentation)")
