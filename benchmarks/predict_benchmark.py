@@ -47,7 +47,7 @@ from gliomil import params as P
 from gliomil.data.brats import DEFAULT_SUFFIXES, Subject, load_volumes, resolve_files
 from gliomil.data.preprocess import PreprocessSettings, preprocess_volumes
 from gliomil.model.checkpoint import save_checkpoint
-from gliomil.model.dsmil import ModelConfig
+from gliomil.model.mil import ModelConfig
 from gliomil.runtime.device import autocast_dtype, precision_name, set_threads
 from gliomil.serving.bundle import (
     InferenceSettings,

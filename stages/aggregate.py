@@ -28,14 +28,23 @@ from gliomil.evaluation.aggregate import (
     mean_and_std,
     seed_table,
 )
-from gliomil.evaluation.audit import FoldRecord, checklist, mil_history, render_report
-from gliomil.evaluation.diagnostics import CollapseThresholds
+from gliomil.evaluation.audit import FoldRecord, checklist, item_verdict, mil_history, render_report
+from gliomil.evaluation.diagnostics import LOGGED_KEYS, CollapseThresholds, applicable_keys
 from gliomil.evaluation.metrics import pooled_auc_with_ci, threshold_metrics
 from gliomil.evaluation.plots import plot_confusion, plot_rocs
 from gliomil.runtime.files import write_json, write_text
 from gliomil.runtime.stage import run_stage
+from gliomil.vocabulary import HAS_ATTENTION, HAS_INSTANCE_SCORES
 
-KNOBS = ("label_smoothing", "use_class_weights", "train.weighted_sampler", "train.epochs", "seed")
+KNOBS = (
+    "label_smoothing",
+    "use_class_weights",
+    "train.weighted_sampler",
+    "train.epochs",
+    "train.model.aggregator",
+    "train.instance_supervision",
+    "seed",
+)
 CURVES = ("roc", "precision_recall", "calibration")
 
 
@@ -47,6 +56,8 @@ def main():
     plot_every = P.value(params, "train.plot_every")
     diagnostics = P.section(params, "train.diagnostics")
     diagnostics.pop("top_k")
+    aggregator = P.value(params, "train.model.aggregator")
+    logged = applicable_keys(LOGGED_KEYS, HAS_ATTENTION[aggregator], HAS_INSTANCE_SCORES[aggregator])
 
     fold_metrics = [read_json(paths.fold_eval_metrics(k)) for k in folds]
     predictions = read_fold_tables("predictions", folds)
@@ -86,7 +97,7 @@ def main():
             held_out=m,
             training=read_json(paths.fold_train_metrics(k)),
             class_weights=read_json(paths.fold_model(k) / "class_weights.json"),
-            mil_history=mil_history(histories[k]),
+            mil_history=mil_history(histories[k], logged),
             epochs_trained=len(histories[k]),
             figures=len(list(paths.fold_train_figures(k).glob("*.png"))),
         )
@@ -106,13 +117,13 @@ def main():
         Path("reports/confusion.png"),
         "Pooled held-out, threshold 0.5",
     )
-    items = checklist(records, plot_every, rules.min_recall, CollapseThresholds(**diagnostics))
+    items = checklist(records, plot_every, rules.min_recall, CollapseThresholds(**diagnostics), aggregator)
     knobs = {key: P.value(params, key) for key in KNOBS}
     images = ["reports/roc.png", "reports/confusion.png"]
     external, cohort = read_json(paths.EXTERNAL_METRICS), P.value(params, "external.root")
     write_text("reports/audit.md", render_report(table, summary, records, items, knobs, images, external, cohort))
     for item in items:
-        print(f"[{'passed' if item.passed else 'FAILED'}] {item.text}")
+        print(f"[{item_verdict(item)}] {item.text}")
     pooled = summary["pooled"]
     print(
         f"pooled out-of-fold AUC {pooled['auc']:.3f} (95% CI {pooled['ci_low']:.3f}-{pooled['ci_high']:.3f}), "

@@ -21,7 +21,7 @@ from gliomil.data.preprocess import PreprocessSettings, preprocess_cohort
 from gliomil.data.slices import read_manifest
 from gliomil.errors import GliomilError, InputError, Interrupted, OutputError
 from gliomil.model.checkpoint import load_checkpoint, save_checkpoint
-from gliomil.model.dsmil import ModelConfig
+from gliomil.model.mil import ModelConfig
 from gliomil.runtime import interrupts
 from gliomil.runtime.files import exclusive, write_text
 from gliomil.training.loop import TrainConfig, train_fold

@@ -157,6 +157,8 @@ BUILD = [
     ("synthesize_external", []),
     ("preprocess", []),
     ("split", []),
+    ("baseline_features", []),
+    ("baselines", []),
     ("train", ["0"]),
     ("train", ["1"]),
     ("evaluate", ["0"]),
@@ -213,6 +215,7 @@ EXTERNAL_CASE = "data/external_site/LGG/SynExt_LGG_002/SynExt_LGG_002"
 RESUME = ".dvc/tmp/gliomil/train_fold_0"
 TRAIN_OUTPUTS = ["models/fold_0", "plots/train/fold_0", "logs/train/fold_0", "metrics/train/fold_0.json"]
 PREPROCESS_OUTPUTS = ["data/preprocessed", "metrics/preprocess.json", "reports/preprocess_skipped.csv"]
+BASELINE_OUTPUTS = ["plots/baselines/predictions.csv", "metrics/baselines.json"]
 EVALUATE_OUTPUTS = ["metrics/eval/fold_0.json", "plots/eval/fold_0"]
 EXTERNAL_OUTPUTS = ["metrics/external.json", "plots/external"]
 AGGREGATE_OUTPUTS = [
@@ -237,6 +240,9 @@ CASES = [
     ("preprocess", [], PREPROCESS_OUTPUTS, "metrics/preprocess.json"),
     ("split", [], ["data/splits", "metrics/split.json"], "data/splits/fold_1.json"),
     ("split", [], ["data/splits", "metrics/split.json"], "metrics/split.json"),
+    ("baseline_features", [], ["data/baseline_features.csv"], "data/baseline_features.csv"),
+    ("baselines", [], BASELINE_OUTPUTS, "plots/baselines/predictions.csv"),
+    ("baselines", [], BASELINE_OUTPUTS, "metrics/baselines.json"),
     ("train", ["0"], TRAIN_OUTPUTS, f"{RESUME}/model/best.pt"),
     ("train", ["0"], TRAIN_OUTPUTS, f"{RESUME}/state.pt"),
     ("train", ["0"], TRAIN_OUTPUTS, f"{RESUME}/figures/epoch_001_attention.png"),

@@ -7,7 +7,7 @@ import torch
 from gliomil.data.bags import BagSet
 from gliomil.evaluation.scoring import BagScores, patient_predictions, score_bags
 from gliomil.model.checkpoint import load_checkpoint, save_checkpoint
-from gliomil.model.dsmil import ModelConfig
+from gliomil.model.mil import ModelConfig
 from gliomil.runtime import device
 from gliomil.runtime.device import autocast_dtype, precision_name
 

@@ -17,7 +17,7 @@ ALLOWED = {
     "data": {"runtime", "top:errors", "top:vocabulary"},
     "synthetic": {"runtime", "top:errors", "top:vocabulary"},
     "baselines": {"data", "runtime", "top:errors", "top:vocabulary"},
-    "model": {"runtime"},
+    "model": {"runtime", "top:vocabulary"},
     "evaluation": {"data", "model", "runtime", "top:errors", "top:nested", "top:vocabulary"},
     "training": {"data", "model", "evaluation", "runtime", "top:errors", "top:vocabulary"},
     "serving": {"data", "model", "evaluation", "runtime", "top:errors", "top:vocabulary", "top:__init__"},

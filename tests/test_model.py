@@ -8,13 +8,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from gliomil.model.dsmil import (
-    DSMIL,
     DSMILAggregator,
-    ModelConfig,
     SliceEncoder,
     as_bag_sizes,
     bag_offsets,
 )
+from gliomil.model.mil import MILModel, ModelConfig
 from gliomil.training.losses import mil_loss
 
 SIZE = 32  # small slices keep the suite fast
@@ -24,7 +23,7 @@ def make_model(seed=0, **kwargs):
     torch.manual_seed(seed)
     kwargs.setdefault("width", 4)
     kwargs.setdefault("depth", 3)
-    return DSMIL(**kwargs)
+    return MILModel(**kwargs)
 
 
 def make_slices(n, seed=1):
@@ -341,7 +340,7 @@ def test_strict_load_rejects_other_names():
 
 
 def test_full_model_aggregator_keys_are_reference_names():
-    model = DSMIL(width=4, depth=3)
+    model = MILModel(width=4, depth=3)
     K = model.encoder.out_features
     keys = {k.removeprefix("aggregator.") for k in model.state_dict() if k.startswith("aggregator.")}
     assert keys == set(reference_state_dict(K, 1, True, False))

@@ -22,7 +22,7 @@ from gliomil.data.preprocess import PreprocessSettings, preprocess_volumes
 from gliomil.errors import GliomilError, InputError
 from gliomil.evaluation.metrics import youden_threshold
 from gliomil.model.checkpoint import load_checkpoint, save_checkpoint
-from gliomil.model.dsmil import ModelConfig
+from gliomil.model.mil import ModelConfig
 from gliomil.serving.bundle import (
     InferenceSettings,
     build_manifest,

@@ -15,7 +15,7 @@ from gliomil.evaluation.diagnostics import LOGGED_KEYS, CollapseThresholds
 from gliomil.evaluation.metrics import epoch_metrics
 from gliomil.evaluation.scoring import score_bags
 from gliomil.model.checkpoint import load_checkpoint
-from gliomil.model.dsmil import ModelConfig
+from gliomil.model.mil import ModelConfig
 from gliomil.training.loop import BestCheckpoint, TrainConfig, epoch_record, train_fold, train_step
 from gliomil.training.losses import mil_loss
 from gliomil.training.reporting import EpochReporter

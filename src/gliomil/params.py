@@ -18,7 +18,7 @@ import yaml
 
 from gliomil.errors import ParamsError
 from gliomil.nested import MISSING, flatten, lookup
-from gliomil.vocabulary import LAYOUTS, MODALITIES, SEGMENTATION
+from gliomil.vocabulary import AGGREGATORS, LAYOUTS, MODALITIES, SEGMENTATION
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -144,6 +144,7 @@ SPEC: dict[str, Rule] = {
     "train.eval_chunk": integer(low=1),
     "train.model.width": integer(1, 512),
     "train.model.depth": integer(1, 8),
+    "train.model.aggregator": choice(AGGREGATORS),
     "train.model.nonlinear_q": boolean(),
     "train.model.passing_v": boolean(),
     "train.model.dropout_v": number(0.0, 0.99),
@@ -220,3 +221,9 @@ def check_params(params: dict) -> None:
             raise ParamsError(f"params.yaml: unknown key '{key}' (did you mean '{nearest[0]}'?)")
     for key in SPEC:
         value(params, key)
+    aggregator = value(params, "train.model.aggregator")
+    if aggregator != "dsmil" and value(params, "train.model.prediction") == "both_streams":
+        raise ParamsError(
+            f"params.yaml: train.model.prediction both_streams reads DSMIL's second stream, which aggregator "
+            f"{aggregator} has not; set train.model.prediction: bag_stream"
+        )

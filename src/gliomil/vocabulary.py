@@ -1,4 +1,4 @@
-"""The words every module shares for grades, image channels and data layouts, defined once.
+"""The words every module shares for grades, image channels, data layouts and MIL aggregators, defined once.
 
 Free of heavy imports, so that the params module can check values against it without loading the library.
 """
@@ -15,6 +15,12 @@ SEGMENTATION = "seg"
 
 # How a data.root tree is organised (gliomil.data.brats reads each; "auto" recognises the other three).
 LAYOUTS = ("auto", "brats2018", "brats2020", "csv")
+
+# The MIL aggregators of train.model.aggregator (gliomil.model.mil builds them) and which optional outputs each has:
+# the diagnostics of an output an aggregator lacks are omitted, never made up.
+AGGREGATORS = ("dsmil", "mean", "max", "abmil")
+HAS_ATTENTION = {"dsmil": True, "mean": False, "max": False, "abmil": True}
+HAS_INSTANCE_SCORES = {"dsmil": True, "mean": True, "max": True, "abmil": False}
 
 
 def grade_of(label: int) -> str:

@@ -13,6 +13,8 @@ import pandas as pd
 
 from gliomil.evaluation.diagnostics import COLLAPSE_KINDS, LOGGED_KEYS, CollapseThresholds, detect_collapse
 from gliomil.evaluation.intervals import format_p
+from gliomil.evaluation.plots import figures_per_epoch
+from gliomil.vocabulary import HAS_ATTENTION
 
 
 @dataclass(frozen=True)
@@ -28,34 +30,36 @@ class FoldRecord:
     figures: int  # PNG files in plots/train/fold_<k>
 
 
-def mil_history(history: pd.DataFrame) -> pd.DataFrame:
+def mil_history(history: pd.DataFrame, keys: tuple[str, ...] = LOGGED_KEYS) -> pd.DataFrame:
     """The per-epoch MIL diagnostics of one fold, from the history its train stage recorded
     (``models/fold_<k>/history.csv``: one row per epoch, columns ``epoch`` and ``<split>/mil/<key>``).
 
     One row per (split, epoch) for split ``train`` and ``val``, with columns ``split``, ``step``
-    (epoch - 1, as DVCLive counts) and one per :data:`~gliomil.evaluation.diagnostics.LOGGED_KEYS`; a value
-    that was never logged is NaN.
+    (epoch - 1, as DVCLive counts) and one per key of ``keys`` (the diagnostics the aggregator has, of
+    :data:`~gliomil.evaluation.diagnostics.LOGGED_KEYS`); a value that was never logged is NaN.
     """
     frames = []
     for split in ("train", "val"):
-        columns = {key: history.get(f"{split}/mil/{key}") for key in LOGGED_KEYS}
+        columns = {key: history.get(f"{split}/mil/{key}") for key in keys}
         frame = pd.DataFrame(
             {key: np.nan if column is None else column.to_numpy() for key, column in columns.items()},
             index=range(len(history)),
         )
         frames.append(frame.assign(split=split, step=history["epoch"].to_numpy() - 1))
-    return pd.concat(frames, ignore_index=True)[["split", "step", *LOGGED_KEYS]]
+    return pd.concat(frames, ignore_index=True)[["split", "step", *keys]]
 
 
 def recount_collapse(mil_history: pd.DataFrame, thresholds: CollapseThresholds) -> dict[str, int]:
     """Collapse epochs recounted from logged diagnostics (training and validation rows together)."""
-    verdicts = [detect_collapse(row, thresholds) for row in mil_history[list(LOGGED_KEYS)].to_dict("records")]
+    keys = [key for key in mil_history.columns if key not in ("split", "step")]
+    verdicts = [detect_collapse(row, thresholds) for row in mil_history[keys].to_dict("records")]
     return {kind: verdicts.count(kind) for kind in COLLAPSE_KINDS}
 
 
 def epochs_with_all_diagnostics(mil_history: pd.DataFrame) -> int:
-    """Epochs for which every diagnostic was logged for both training and validation bags."""
-    complete = mil_history[list(LOGGED_KEYS)].notna().all(axis=1)
+    """Epochs for which every diagnostic of the history was logged for both training and validation bags."""
+    keys = [key for key in mil_history.columns if key not in ("split", "step")]
+    complete = mil_history[keys].notna().all(axis=1)
     per_split = complete.groupby(mil_history["split"]).sum()
     return int(per_split.reindex(["train", "val"], fill_value=0).min())
 
@@ -65,21 +69,30 @@ class CheckItem:
     text: str
     passed: bool
     evidence: str
+    applies: bool = True  # False: the model has nothing the item checks (no attention to collapse); never "passed"
 
 
 def checklist(
-    records: list[FoldRecord], plot_every: int, min_recall: float, thresholds: CollapseThresholds
+    records: list[FoldRecord],
+    plot_every: int,
+    min_recall: float,
+    thresholds: CollapseThresholds,
+    aggregator: str = "dsmil",
 ) -> list[CheckItem]:
     """The seed audit's verification checklist, item by item.
 
     Collapse warnings are checked against the logs: the collapse epochs that training counted (and
     warned about) must match, kind by kind, those that :func:`~gliomil.evaluation.diagnostics.detect_collapse`
-    finds in the logged per-epoch diagnostics with the same thresholds.
+    finds in the logged per-epoch diagnostics with the same thresholds. The diagnostics expected are those the
+    ``aggregator`` has (:data:`gliomil.vocabulary.HAS_ATTENTION`); the collapse item does not apply without
+    attention.
     """
+    attention = HAS_ATTENTION[aggregator]
     at = [r.held_out["at_0.5"] for r in records]
     balanced = [min(m["sensitivity"], m["specificity"]) >= min_recall for m in at]
     last = records[-1]
-    figures_expected = [4 * (r.epochs_trained // plot_every) if plot_every else 0 for r in records]
+    per_epoch = figures_per_epoch(attention)
+    figures_expected = [per_epoch * (r.epochs_trained // plot_every) if plot_every else 0 for r in records]
     warned = {
         r.fold: {kind: r.training.get("collapse_epochs", {}).get(kind) for kind in COLLAPSE_KINDS} for r in records
     }
@@ -114,14 +127,17 @@ def checklist(
         ),
         CheckItem(
             "Attention collapse warnings appear if needed",
-            warned == recounted,
+            attention and warned == recounted,
             "collapse epochs warned during training vs recounted from the logged diagnostics "
             "(training + validation bags): "
             + "; ".join(
                 f"fold {k}: warned {w['uniform']} uniform, {w['one-hot']} one-hot; recounted "
                 f"{recounted[k]['uniform']}, {recounted[k]['one-hot']}"
                 for k, w in warned.items()
-            ),
+            )
+            if attention
+            else f"aggregator {aggregator} has no attention to collapse",
+            applies=attention,
         ),
         CheckItem(
             f"Plots saved per epoch (plot_every={plot_every})",
@@ -139,13 +155,32 @@ def checklist(
         ),
         CheckItem(
             "Final metrics include MIL diagnostics",
-            all("mil" in r.held_out for r in records),
-            "; ".join(
-                f"fold {r.fold}: attention lift on tumour slices {r.held_out['mil']['attention_tumour_lift']:.2f}"
-                for r in records
-            ),
+            all(r.held_out.get("mil") for r in records),
+            "; ".join(f"fold {r.fold}: {_tumour_evidence(r.held_out.get('mil', {}))}" for r in records),
         ),
     ]
+
+
+def item_verdict(item: CheckItem) -> str:
+    """``passed``, ``failed`` or ``not applicable``."""
+    if not item.applies:
+        return "not applicable"
+    return "passed" if item.passed else "failed"
+
+
+def _rounded(mil: dict, key: str) -> float | str:
+    """A held-out diagnostic to 3 decimals, or "n/a" when the aggregator has no such thing."""
+    return round(mil[key], 3) if key in mil else "n/a"
+
+
+def _tumour_evidence(mil: dict) -> str:
+    """Where the held-out model looks, by what its aggregator has: attention's lift on tumour slices, else how
+    often the highest-scoring slice holds tumour."""
+    if "attention_tumour_lift" in mil:
+        return f"attention lift on tumour slices {mil['attention_tumour_lift']:.2f}"
+    if "critical_is_tumour_rate" in mil:
+        return f"highest-scoring slice holds tumour in {mil['critical_is_tumour_rate']:.2f} of bags"
+    return "no MIL diagnostics"
 
 
 def _markdown_table(frame: pd.DataFrame) -> str:
@@ -208,14 +243,14 @@ def render_report(
                     "Uniform-collapse epochs": [r.training.get("collapse_epochs", {}).get("uniform") for r in records],
                     "One-hot-collapse epochs": [r.training.get("collapse_epochs", {}).get("one-hot") for r in records],
                     "Held-out attention entropy": [
-                        round(r.held_out["mil"]["mean_normalized_entropy"], 3) for r in records
+                        _rounded(r.held_out["mil"], "mean_normalized_entropy") for r in records
                     ],
                     "Attention on tumour slices": [
-                        round(r.held_out["mil"]["tumour_attention_mass"], 3) for r in records
+                        _rounded(r.held_out["mil"], "tumour_attention_mass") for r in records
                     ],
-                    "Tumour share of slices": [round(r.held_out["mil"]["tumour_share"], 3) for r in records],
+                    "Tumour share of slices": [_rounded(r.held_out["mil"], "tumour_share") for r in records],
                     "Critical slice is tumour": [
-                        round(r.held_out["mil"]["critical_is_tumour_rate"], 3) for r in records
+                        _rounded(r.held_out["mil"], "critical_is_tumour_rate") for r in records
                     ],
                 }
             )
@@ -242,8 +277,7 @@ def render_report(
         "## Verification checklist",
         "",
         *[
-            f"- [{'x' if item.passed else ' '}] {item.text}: **{'passed' if item.passed else 'failed'}**. "
-            f"{item.evidence}"
+            f"- [{'x' if item.passed else ' '}] {item.text}: **{item_verdict(item)}**. {item.evidence}"
             for item in items
         ],
         "",

@@ -419,14 +419,61 @@ LOGGED_KEYS = (
 )
 
 
+#: :func:`summarize` keys that describe attention (none for an aggregator without attention: mean, max pooling)
+#: and those that describe instance scores (none for one without them: gated attention).
+ATTENTION_KEYS = (
+    "mean_normalized_entropy",
+    "mean_effective_instances",
+    "mean_max_attention",
+    "mean_uniform_weight",
+    "mean_top_k_mass",
+    "mean_gini",
+    "tumour_attention_mass",
+    "attention_tumour_lift",
+)
+SCORE_KEYS = ("mean_score_spread", "mean_critical_position", "critical_is_tumour_rate")
+
+
+def applicable_keys(keys, attention: bool, instance_scores: bool) -> tuple[str, ...]:
+    """The ``keys`` (e.g. :data:`LOGGED_KEYS`) that a model with or without attention and instance scores has."""
+    return tuple(
+        key for key in keys if (attention or key not in ATTENTION_KEYS) and (instance_scores or key not in SCORE_KEYS)
+    )
+
+
+def available_summary(attention, instance_scores, bag_sizes, tumour_fraction, slice_positions, top_k: int) -> dict:
+    """:func:`summarize` of :func:`batch_diagnostics` for flat bags whose ``attention`` or ``instance_scores`` may
+    be None (an aggregator without them), keeping only the keys their inputs define (:func:`applicable_keys`);
+    ``{}`` with neither. A missing input is replaced by a uniform placeholder inside, never reported."""
+    if attention is None and instance_scores is None:
+        return {}
+    sizes = np.asarray(bag_sizes, dtype=np.int64)
+    present = attention if attention is not None else instance_scores
+    summary = summarize(
+        batch_diagnostics(
+            np.repeat(1.0 / sizes, sizes) if attention is None else attention,
+            np.zeros(len(present)) if instance_scores is None else instance_scores,
+            bag_sizes=sizes,
+            tumour_fraction=tumour_fraction,
+            slice_positions=slice_positions,
+            top_k=top_k,
+        )
+    )
+    keep = applicable_keys(summary, attention is not None, instance_scores is not None)
+    return {key: summary[key] for key in keep}
+
+
 DEFAULT_THRESHOLDS = CollapseThresholds()
 
 
 def detect_collapse(summary: Mapping[str, float], thresholds: CollapseThresholds = DEFAULT_THRESHOLDS) -> str | None:
     """``"uniform"``, ``"one-hot"`` or None for a :func:`summarize` dict.
 
-    NaN means (e.g. every bag had a single instance) never trigger a collapse.
+    NaN means (e.g. every bag had a single instance) never trigger a collapse, and neither does a summary without
+    attention (an aggregator that has none cannot collapse it).
     """
+    if "mean_max_attention" not in summary:
+        return None
     max_attention = summary["mean_max_attention"]
     if (
         summary["mean_normalized_entropy"] > thresholds.uniform_entropy

@@ -67,11 +67,17 @@ def plot_confusion(labels: np.ndarray, predicted: np.ndarray, path: Path, title:
     _save(fig, path)
 
 
+def figures_per_epoch(has_attention: bool) -> int:
+    """Figures a training fold draws per plotted epoch (:class:`gliomil.training.reporting.EpochReporter`):
+    learning curves, ROC, confusion, and the attention figure when the aggregator has attention."""
+    return 4 if has_attention else 3
+
+
 def plot_attention(examples: list[dict], path: Path, title: str) -> None:
     """Attention over each example bag's slices, tumour slices shaded.
 
     Each example: ``subject_id``, ``grade``, ``probability``, ``attention`` (N,), ``tumour_fraction`` (N,),
-    ``critical`` (index).
+    ``critical`` (index, or None for an aggregator without a critical slice).
     """
     fig, axes = plt.subplots(len(examples), 1, figsize=(7, 1.8 * len(examples)), squeeze=False)
     for ax, ex in zip(axes[:, 0], examples):
@@ -85,7 +91,8 @@ def plot_attention(examples: list[dict], path: Path, title: str) -> None:
             label="tumour slice",
         )
         ax.bar(index, ex["attention"], width=0.8, color="#3b6ea5", label="attention")
-        ax.axvline(ex["critical"], color="black", linestyle="--", linewidth=1, label="critical slice")
+        if ex["critical"] is not None:  # gated attention has no critical slice
+            ax.axvline(ex["critical"], color="black", linestyle="--", linewidth=1, label="critical slice")
         ax.axhline(1 / len(index), color="grey", linestyle=":", linewidth=1, label="uniform 1/N")
         ax.set_ylabel("weight")
         ax.set_title(f"{ex['subject_id']} ({ex['grade']}), P(HGG) = {ex['probability']:.2f}", fontsize=9)

@@ -1,5 +1,6 @@
-"""Model: DSMIL and its config side by side (``dsmil``), and a trained model on disk (``checkpoint``).
+"""Model: the slice encoder and DSMIL (``dsmil``), the other MIL aggregators (``pooling``), the model that joins
+an encoder and an aggregator with its config side by side (``mil``), and a trained model on disk (``checkpoint``).
 
 What ``gliomil predict`` needs to rebuild a model, and nothing about training or data. May import
-:mod:`gliomil.runtime` only.
+:mod:`gliomil.runtime` and the shared words of :mod:`gliomil.vocabulary` only.
 """

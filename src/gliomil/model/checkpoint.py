@@ -1,4 +1,4 @@
-"""A trained DSMIL on disk: weights, the config that rebuilds them, and a record of plain values."""
+"""A trained model on disk: weights, the config that rebuilds them, and a record of plain values."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from gliomil.model.dsmil import DSMIL, ModelConfig
+from gliomil.model.mil import MILModel, ModelConfig
 from gliomil.runtime.files import write_with
 
 
-def save_checkpoint(model: DSMIL, config: ModelConfig, path: Path, **record) -> None:
+def save_checkpoint(model: MILModel, config: ModelConfig, path: Path, **record) -> None:
     """Weights, the :class:`ModelConfig` that rebuilds them and ``record`` (plain values: fold, epoch, ...).
 
     Serialised in memory, then written atomically: a full disk leaves the previous checkpoint whole and raises
@@ -20,7 +20,7 @@ def save_checkpoint(model: DSMIL, config: ModelConfig, path: Path, **record) -> 
     write_with(path, lambda f: torch.save({"model": model.state_dict(), "model_config": asdict(config), **record}, f))
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[DSMIL, dict]:
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[MILModel, dict]:
     """Rebuild the model saved by :func:`save_checkpoint` in eval mode (``weights_only=True``: no code is unpickled)."""
     checkpoint = torch.load(path, map_location=device, weights_only=True)
     model = ModelConfig(**checkpoint["model_config"]).build()

@@ -1,4 +1,4 @@
-"""Dual-stream multiple-instance learning (DSMIL) for patient-level glioma grading.
+"""The slice encoder and the dual-stream multiple-instance learning (DSMIL) aggregator.
 
 A patient is a bag of N axial slices, each ``(4, H, W)`` (flair, t1, t1ce, t2).
 :class:`SliceEncoder` maps every slice to a feature vector of size K and
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -34,10 +33,6 @@ __all__ = [
     "BagClassifier",
     "AggregatorOutput",
     "DSMILAggregator",
-    "MILOutput",
-    "DSMIL",
-    "ModelConfig",
-    "PREDICTIONS",
     "as_bag_sizes",
     "bag_offsets",
 ]
@@ -194,13 +189,14 @@ class BagClassifier(nn.Module):
 
 
 class AggregatorOutput(NamedTuple):
-    """Per-class outputs of :class:`DSMILAggregator` for a batch of B bags."""
+    """Per-class outputs of an aggregator for a batch of B bags. An aggregator without one of the optional parts
+    gives None for it (mean pooling has no attention, attention MIL no instance scores): never a stand-in."""
 
     bag_logits: torch.Tensor  # (B, C)
-    instance_logits: torch.Tensor  # (sum N_b, C)
-    max_instance_logits: torch.Tensor  # (B, C), the critical instance's logit
-    attention: torch.Tensor  # (sum N_b, C), sums to 1 within each bag
-    critical: torch.Tensor  # (B, C) long, index within the bag
+    instance_logits: torch.Tensor | None  # (sum N_b, C) a score per instance
+    max_instance_logits: torch.Tensor | None  # (B, C), the critical instance's logit: DSMIL's second stream
+    attention: torch.Tensor | None  # (sum N_b, C), sums to 1 within each bag
+    critical: torch.Tensor | None  # (B, C) long, index within the bag of the instance that decides
 
 
 class DSMILAggregator(nn.Module):
@@ -266,110 +262,4 @@ class DSMILAggregator(nn.Module):
             max_instance_logits=max_instance,
             attention=torch.cat(attention),
             critical=critical_t,
-        )
-
-
-# --------------------------------------------------------------------- full model
-class MILOutput(NamedTuple):
-    """Outputs of :class:`DSMIL` for a batch of B bags (binary task, C = 1)."""
-
-    bag_logits: torch.Tensor  # (B,) bag-stream logit of HGG
-    instance_logits: torch.Tensor  # (sum N_b,) instance-stream logit of every slice
-    max_instance_logits: torch.Tensor  # (B,) max of each bag's instance logits
-    attention: torch.Tensor  # (sum N_b,) >= 0, sums to 1 within each bag
-    critical: torch.Tensor  # (B,) long, index of the critical slice within its bag
-    bag_sizes: torch.Tensor  # (B,) long, on the CPU
-
-
-#: How a bag's HGG probability is read from the two streams: ``bag_stream`` is sigmoid(bag logit),
-#: the reference's default; ``both_streams`` is the mean of sigmoid(bag logit) and sigmoid(max
-#: instance logit), the reference's ``--average`` option, and the two terms the loss weighs equally.
-PREDICTIONS = ("bag_stream", "both_streams")
-
-
-class DSMIL(nn.Module):
-    """Slice encoder + DSMIL aggregator for HGG (positive, label 1) vs LGG (label 0).
-
-    ``forward(slices (sum N_b, in_channels, H, W), bag_sizes (B,)) -> MILOutput``.
-    The encoder runs once on all slices of the batch; the aggregator runs per bag.
-    ``prediction`` (one of :data:`PREDICTIONS`) is how callers turn the two logits into a
-    probability (:class:`gliomil.evaluation.scoring.BagScores`); it does not change the forward pass.
-    """
-
-    n_classes = 1
-
-    def __init__(
-        self,
-        in_channels: int = 4,
-        width: int = 16,
-        depth: int = 4,
-        nonlinear_q: bool = True,
-        passing_v: bool = False,
-        dropout_v: float = 0.0,
-        prediction: str = "bag_stream",
-    ):
-        super().__init__()
-        if prediction not in PREDICTIONS:
-            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
-        self.prediction = prediction
-        self.encoder = SliceEncoder(in_channels, width, depth)
-        self.aggregator = DSMILAggregator(self.encoder.out_features, self.n_classes, nonlinear_q, passing_v, dropout_v)
-
-    def forward(self, slices: torch.Tensor, bag_sizes: BagSizes) -> MILOutput:
-        sizes = as_bag_sizes(bag_sizes, slices.shape[0])
-        return self.aggregate(self.encoder(slices), sizes)
-
-    def aggregate(self, feats: torch.Tensor, bag_sizes: BagSizes) -> MILOutput:
-        """Slice features ``(sum N_b, K)`` of B bags -> :class:`MILOutput` (the one class column, squeezed)."""
-        sizes = as_bag_sizes(bag_sizes, feats.shape[0])
-        out = self.aggregator(feats, sizes)
-        return MILOutput(
-            bag_logits=out.bag_logits[:, 0],
-            instance_logits=out.instance_logits[:, 0],
-            max_instance_logits=out.max_instance_logits[:, 0],
-            attention=out.attention[:, 0],
-            critical=out.critical[:, 0],
-            bag_sizes=torch.tensor(sizes, dtype=torch.long),
-        )
-
-    @torch.no_grad()
-    def score_bag(self, bag: torch.Tensor, chunk: int, autocast_dtype: torch.dtype | None = None) -> MILOutput:
-        """One whole bag ``(N, in_channels, H, W)``, every slice, in eval mode -> :class:`MILOutput` of one bag.
-
-        The encoder runs on ``chunk`` slices at a time (memory stays bounded for any N) under
-        ``autocast_dtype`` (None: float32); the aggregator always runs in float32. Call ``eval()`` first:
-        with running BatchNorm statistics each slice is encoded on its own, so the result does not
-        depend on ``chunk``.
-        """
-        enabled = autocast_dtype is not None
-        feats = []
-        for start in range(0, len(bag), chunk):
-            with torch.autocast(bag.device.type, dtype=autocast_dtype or torch.float32, enabled=enabled):
-                feats.append(self.encoder(bag[start : start + chunk]).float())
-        return self.aggregate(torch.cat(feats), [len(bag)])
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """The architecture of a :class:`DSMIL` (params.yaml ``train.model``); saved in every checkpoint.
-
-    Defaults are the DSMIL reference's aggregator settings on this project's encoder.
-    """
-
-    width: int = 16
-    depth: int = 4
-    nonlinear_q: bool = True
-    passing_v: bool = False
-    dropout_v: float = 0.0
-    prediction: str = "bag_stream"  # one of PREDICTIONS
-
-    def build(self) -> DSMIL:
-        return DSMIL(
-            in_channels=4,
-            width=self.width,
-            depth=self.depth,
-            nonlinear_q=self.nonlinear_q,
-            passing_v=self.passing_v,
-            dropout_v=self.dropout_v,
-            prediction=self.prediction,
         )

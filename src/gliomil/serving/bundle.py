@@ -31,7 +31,7 @@ from gliomil.data.preprocess import PreprocessSettings
 from gliomil.errors import GliomilError
 from gliomil.evaluation.metrics import youden_threshold
 from gliomil.model.checkpoint import load_checkpoint
-from gliomil.model.dsmil import DSMIL
+from gliomil.model.mil import MILModel
 from gliomil.runtime.files import atomic_directory, write_bytes, write_text
 from gliomil.vocabulary import GRADES, LABELS, MODALITIES
 
@@ -63,7 +63,7 @@ class Bundle:
 
     directory: Path
     manifest: dict
-    models: dict[int, DSMIL]
+    models: dict[int, MILModel]
 
     @property
     def preprocess(self) -> PreprocessSettings:
@@ -143,7 +143,7 @@ def build_manifest(
     params: dict,
 ) -> dict:
     """Everything but the model files (added by :func:`write_bundle`). ``params`` are the values that produced the
-    models, recorded as they were read; ``prediction`` is the models' rule (:data:`gliomil.model.dsmil.PREDICTIONS`)."""
+    models, recorded as they were read; ``prediction`` is the models' rule (:data:`gliomil.model.mil.PREDICTIONS`)."""
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -62,11 +62,14 @@ COLUMNS = {
     "probability_sd": "standard deviation of the fold models' probabilities",
     "probability_fold_<k>": "fold k's model's HGG probability",
     "critical_slice": "slice with the highest mean instance score (DSMIL's critical instance), as an index along "
-    "the input volume's axial voxel axis (0-based, as a viewer of the input file counts)",
-    "most_attended_slices": "the slices with the highest mean attention, most attended first, same indexing",
+    "the input volume's axial voxel axis (0-based, as a viewer of the input file counts); empty for an aggregator "
+    "without instance scores (abmil)",
+    "most_attended_slices": "the slices with the highest mean attention, most attended first, same indexing; "
+    "empty for an aggregator without attention (mean, max)",
     "n_slices": "axial slices kept by preprocessing (the bag's size)",
     "in_training_cohort": "true when the preprocessed slices equal a training patient's (so not an independent case)",
-    "montage": "the attention montage, relative to the output folder (empty with --no-montage)",
+    "montage": "the attention montage, relative to the output folder (empty with --no-montage, and for an "
+    "aggregator without both attention and instance scores)",
 }
 
 
@@ -84,8 +87,8 @@ class CaseScores:
     """One case scored by every fold model (F folds, S kept slices)."""
 
     fold_probabilities: np.ndarray  # (F,) HGG probability of each fold's model
-    attention: np.ndarray  # (F, S) each model's attention over the slices (sums to 1 per model)
-    instance_probabilities: np.ndarray  # (F, S) sigmoid of each model's instance logits
+    attention: np.ndarray | None  # (F, S) each model's attention over the slices (sums to 1 per model)
+    instance_probabilities: np.ndarray | None  # (F, S) sigmoid of each model's instance logits
 
     @property
     def probability(self) -> float:
@@ -100,12 +103,18 @@ class CaseScores:
         return self.instance_probabilities.astype(np.float64).mean(axis=0)
 
     @property
-    def critical(self) -> int:
-        """Bag index of the slice with the highest mean instance score (DSMIL's critical instance)."""
+    def critical(self) -> int | None:
+        """Bag index of the slice with the highest mean instance score (DSMIL's critical instance); None without
+        instance scores."""
+        if self.instance_probabilities is None:
+            return None
         return int(np.argmax(self.mean_instance_probability))
 
     def most_attended(self, top: int) -> np.ndarray:
-        """Bag indices of the ``top`` slices with the highest mean attention, most attended first."""
+        """Bag indices of the ``top`` slices with the highest mean attention, most attended first (none without
+        attention)."""
+        if self.attention is None:
+            return np.array([], dtype=np.int64)
         return np.argsort(-self.mean_attention, kind="stable")[:top]
 
 
@@ -116,8 +125,10 @@ def score_case(bundle: Bundle, slices: np.ndarray, device: torch.device, dtype: 
     scores = [score_bags(model, [slices], device, chunk, dtype) for _, model in sorted(bundle.models.items())]
     return CaseScores(
         fold_probabilities=np.array([s.probabilities[0] for s in scores]),
-        attention=np.stack([s.attention for s in scores]),
-        instance_probabilities=np.stack([expit(s.instance_logits) for s in scores]),
+        attention=None if scores[0].attention is None else np.stack([s.attention for s in scores]),
+        instance_probabilities=(
+            None if scores[0].instance_logits is None else np.stack([expit(s.instance_logits) for s in scores])
+        ),
     )
 
 
@@ -143,7 +154,7 @@ def prediction_row(case: Case, bag: SliceBag, scores: CaseScores, stored_z: np.n
     for fold, value in zip(sorted(bundle.models), scores.fold_probabilities):
         row[f"probability_fold_{fold}"] = float(value)
     row.update(
-        critical_slice=int(stored_z[scores.critical]),
+        critical_slice="" if scores.critical is None else int(stored_z[scores.critical]),
         most_attended_slices=" ".join(str(int(stored_z[i])) for i in scores.most_attended(top)),
         n_slices=len(bag.slices),
         in_training_cohort=content_hash(bag.slices) in bundle.training_content_hashes,
@@ -186,7 +197,7 @@ def predict_cases(
         stored_z = volumes.stored_axial_index(bag.z_index)
         row = prediction_row(case, bag, scores, stored_z, bundle, top)
         row["montage"] = ""
-        if montage_dir is not None:
+        if montage_dir is not None and scores.attention is not None and scores.critical is not None:
             row["montage"] = f"{montage_dir.name}/{subject_id}.png"
             plot_attention_montage(
                 bag.slices,

@@ -28,7 +28,7 @@ from gliomil.evaluation.diagnostics import (
 from gliomil.evaluation.metrics import epoch_metrics
 from gliomil.evaluation.scoring import BagScores, mil_summary, score_bags, whole_bag_summary
 from gliomil.model.checkpoint import save_checkpoint
-from gliomil.model.dsmil import DSMIL, ModelConfig
+from gliomil.model.mil import MILModel, ModelConfig
 from gliomil.runtime import interrupts
 from gliomil.runtime.device import autocast_dtype, default_device, precision_name
 from gliomil.runtime.files import write_with
@@ -94,7 +94,7 @@ class FoldResult:
 
 
 def train_step(
-    model: DSMIL,
+    model: MILModel,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     loss_fn: LossFn,
@@ -110,18 +110,26 @@ def train_step(
     The encoder runs under ``dtype`` autocast (None: float32); the loss is computed in float32. With an
     ``instance_supervision`` weight > 0, that weight times :func:`~gliomil.training.losses.instance_supervision_loss`
     on the slices' tumour flags ``slice_tumour`` ``(sum N_b,)`` is added. Returns the loss and the model's
-    :class:`~gliomil.model.dsmil.MILOutput`.
+    :class:`~gliomil.model.mil.MILOutput`.
     """
     with torch.autocast(slices.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         out = model(slices, bag_sizes)
-    loss = loss_fn(out.bag_logits.float(), out.max_instance_logits.float(), labels)
+    second = None if out.max_instance_logits is None else out.max_instance_logits.float()
+    loss = loss_fn(out.bag_logits.float(), second, labels)
     if instance_supervision > 0:
-        loss = loss + instance_supervision * instance_supervision_loss(out.instance_logits, bag_sizes, slice_tumour)
+        loss = loss + instance_supervision * instance_supervision_loss(slice_scores(out), bag_sizes, slice_tumour)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
     return loss, out
+
+
+def slice_scores(out) -> torch.Tensor:
+    """What instance supervision orders within each bag: the instance scores, or (``abmil``) the log attention."""
+    if out.instance_logits is not None:
+        return out.instance_logits
+    return torch.log(out.attention.float().clamp_min(1e-30))
 
 
 @dataclass
@@ -136,7 +144,7 @@ class EpochOutput:
 
 
 def train_epoch(
-    model: DSMIL,
+    model: MILModel,
     optimizer,
     scaler,
     loss_fn: LossFn,
@@ -189,25 +197,28 @@ def train_epoch(
 
 
 def validate(
-    model: DSMIL, val_set: BagSet, loss_fn: LossFn, config: TrainConfig, device: torch.device, dtype: torch.dtype | None
+    model: MILModel,
+    val_set: BagSet,
+    loss_fn: LossFn,
+    config: TrainConfig,
+    device: torch.device,
+    dtype: torch.dtype | None,
 ) -> tuple[BagScores, float]:
     """Whole-bag scores of the inner-validation patients and their loss (the training objective)."""
     scores = score_bags(model, val_set.bags, device, config.eval_chunk, dtype)
-    loss = loss_fn(
-        torch.from_numpy(scores.bag_logits),
-        torch.from_numpy(scores.max_instance_logits),
-        torch.from_numpy(val_set.labels),
-    ).item()
+    second = None if scores.max_instance_logits is None else torch.from_numpy(scores.max_instance_logits)
+    loss = loss_fn(torch.from_numpy(scores.bag_logits), second, torch.from_numpy(val_set.labels)).item()
     return scores, loss
 
 
 def epoch_record(epoch: int, lr: float, metrics: dict[str, dict], mil: dict[str, dict]) -> dict:
     """The values logged for one epoch: ``epoch``, ``lr``, then per split ``<split>/<metric>`` and
-    ``<split>/mil/<diagnostic>``."""
+    ``<split>/mil/<diagnostic>`` for each of :data:`~gliomil.evaluation.diagnostics.LOGGED_KEYS` the model's
+    aggregator has."""
     record = {"epoch": epoch, "lr": lr}
     for split in ("train", "val"):
         record.update({f"{split}/{k}": v for k, v in metrics[split].items()})
-        record.update({f"{split}/mil/{k}": mil[split][k] for k in LOGGED_KEYS})
+        record.update({f"{split}/mil/{k}": mil[split][k] for k in LOGGED_KEYS if k in mil[split]})
     return record
 
 
@@ -423,12 +434,18 @@ def train_fold(
         val = metrics["val"]
         # "k/n" means one thing everywhere, as in the fold table's hgg_detected: correct HGG / true HGG at 0.5.
         correct_hgg = int(((val_scores.probabilities >= 0.5) & (np.asarray(val_set.labels) == 1)).sum())
+        attention = ""
+        if "mean_normalized_entropy" in mil["val"]:
+            attention = (
+                f" | attention entropy {mil['val']['mean_normalized_entropy']:.3f} tumour lift "
+                f"{mil['val']['attention_tumour_lift']:.2f}"
+            )
         log(
             f"fold {fold} epoch {epoch:3d}: train loss {seen.loss:.4f} auc {metrics['train']['auc']:.3f} | "
             f"val loss {val_loss:.4f} auc {val['auc']:.3f} f1 {val['f1']:.3f} "
-            f"HGG recall {correct_hgg}/{val['true_hgg']} ({val['predicted_hgg']} predicted HGG) | "
-            f"attention entropy {mil['val']['mean_normalized_entropy']:.3f} tumour lift "
-            f"{mil['val']['attention_tumour_lift']:.2f}" + (" *" if improved else "")
+            f"HGG recall {correct_hgg}/{val['true_hgg']} ({val['predicted_hgg']} predicted HGG)"
+            + attention
+            + (" *" if improved else "")
         )
         if on_epoch is not None:
             on_epoch(epoch, logged, val_scores)

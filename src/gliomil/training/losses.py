@@ -18,16 +18,17 @@ Weights = Sequence[float] | torch.Tensor
 
 def mil_loss(
     bag_logits: torch.Tensor,
-    max_instance_logits: torch.Tensor,
+    max_instance_logits: torch.Tensor | None,
     labels: torch.Tensor,
     label_smoothing: float = 0.0,
     class_weights: Weights | None = None,
 ) -> torch.Tensor:
-    """DSMIL loss ``0.5 * BCE(bag) + 0.5 * BCE(max instance)`` on logits; a scalar.
+    """DSMIL loss ``0.5 * BCE(bag) + 0.5 * BCE(max instance)`` on logits; a scalar. Without a second stream
+    (``max_instance_logits`` None: the one-stream aggregators of :mod:`gliomil.model.pooling`) it is ``BCE(bag)``.
 
     Args:
         bag_logits: (B,) bag-stream logits.
-        max_instance_logits: (B,) max of each bag's instance logits.
+        max_instance_logits: (B,) max of each bag's instance logits (DSMIL's critical-instance stream), or None.
         labels: (B,) 0 (LGG) or 1 (HGG), any numeric dtype.
         label_smoothing: s in [0, 1); targets move towards 0.5, ``y * (1 - s) + 0.5 * s``,
             so with s = 0.2 they are 0.1 and 0.9.
@@ -45,22 +46,25 @@ def mil_loss(
     """
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-    if bag_logits.shape != max_instance_logits.shape or bag_logits.shape != labels.shape or bag_logits.dim() != 1:
+    second = bag_logits if max_instance_logits is None else max_instance_logits
+    if bag_logits.shape != second.shape or bag_logits.shape != labels.shape or bag_logits.dim() != 1:
         raise ValueError(
             "bag_logits, max_instance_logits and labels must share one shape (B,), got "
-            f"{tuple(bag_logits.shape)}, {tuple(max_instance_logits.shape)}, {tuple(labels.shape)}"
+            f"{tuple(bag_logits.shape)}, {tuple(second.shape)}, {tuple(labels.shape)}"
         )
     labels = labels.to(device=bag_logits.device)
     if not bool(((labels == 0) | (labels == 1)).all()):
         raise ValueError(f"labels must be 0 (LGG) or 1 (HGG), got {labels.tolist()}")
     # Compute in float32 even when logits come out of a bf16/fp16 autocast region.
     bag_logits = bag_logits.float()
-    max_instance_logits = max_instance_logits.float()
     y = labels.float()
     target = y * (1.0 - label_smoothing) + 0.5 * label_smoothing
-    per_sample = 0.5 * F.binary_cross_entropy_with_logits(
-        bag_logits, target, reduction="none"
-    ) + 0.5 * F.binary_cross_entropy_with_logits(max_instance_logits, target, reduction="none")
+    if max_instance_logits is None:
+        per_sample = F.binary_cross_entropy_with_logits(bag_logits, target, reduction="none")
+    else:
+        per_sample = 0.5 * F.binary_cross_entropy_with_logits(
+            bag_logits, target, reduction="none"
+        ) + 0.5 * F.binary_cross_entropy_with_logits(max_instance_logits.float(), target, reduction="none")
     if class_weights is None:
         return per_sample.mean()
     weights = torch.as_tensor(class_weights, dtype=torch.float32, device=bag_logits.device)
@@ -98,6 +102,10 @@ def instance_supervision_loss(
     critical slice the DSMIL bag stream queries with is a tumour slice, without telling it anything about the
     grade: a softmax does not change when every logit of the bag moves by the same amount, so the level of the
     logits, which carries HGG against LGG, is left to the MIL loss.
+
+    An aggregator without instance scores but with attention (``abmil``) passes the log of its attention: the
+    softmax of a bag's log-attention is the attention itself, so the loss is ``-log`` of the attention on the
+    tumour slices.
 
     Args:
         instance_logits: (sum N_b,) instance-stream logits of the concatenated bags.

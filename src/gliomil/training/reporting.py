@@ -63,7 +63,8 @@ def attention_examples(val_set: BagSet, n_hgg: int = 2, n_lgg: int = 1) -> list[
 class EpochReporter:
     """Called after each epoch: logs every value to ``live`` and, every ``plot_every`` epochs, draws figures.
 
-    Figure names are deterministic: ``<plot_dir>/epoch_<NNN>_{curves,roc,confusion,attention}.png``.
+    Figure names are deterministic: ``<plot_dir>/epoch_<NNN>_{curves,roc,confusion,attention}.png`` (no attention
+    figure for an aggregator without attention: :func:`gliomil.evaluation.plots.figures_per_epoch`).
     A failing figure is reported through ``log`` and never stops training.
     """
 
@@ -110,6 +111,8 @@ class EpochReporter:
         plot_roc(labels, probabilities, Path(f"{stem}_roc.png"), title)
         plot_confusion(labels, (probabilities >= 0.5).astype(int), Path(f"{stem}_confusion.png"), title)
         attention = val_scores.attention_per_bag()
+        if attention is None:  # an aggregator without attention (mean, max pooling) has no attention figure
+            return
         examples = [
             {
                 "subject_id": self.val_set.subject_ids[i],
@@ -117,7 +120,7 @@ class EpochReporter:
                 "probability": float(probabilities[i]),
                 "attention": attention[i],
                 "tumour_fraction": self.val_set.tumour_fraction[i],
-                "critical": int(val_scores.critical[i]),
+                "critical": None if val_scores.critical is None else int(val_scores.critical[i]),
             }
             for i in self.examples
         ]

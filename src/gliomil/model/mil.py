@@ -1,0 +1,143 @@
+"""The patient-level model: the slice encoder, one MIL aggregator (``train.model.aggregator``), and its config.
+
+``MILModel(slices (sum N_b, 4, H, W), bag_sizes (B,)) -> MILOutput``: the encoder
+(:class:`gliomil.model.dsmil.SliceEncoder`) runs once on every slice of the batch, the aggregator pools each bag's
+features into its HGG logit. The aggregators (:data:`gliomil.vocabulary.AGGREGATORS`) are DSMIL (the default,
+:mod:`gliomil.model.dsmil`) and the mean, max and gated-attention pooling of :mod:`gliomil.model.pooling`, all on
+the same encoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from gliomil.model.dsmil import BagSizes, DSMILAggregator, SliceEncoder, as_bag_sizes
+from gliomil.model.pooling import GatedAttention, MaxPooling, MeanPooling
+from gliomil.vocabulary import AGGREGATORS
+
+__all__ = ["PREDICTIONS", "MILOutput", "MILModel", "ModelConfig"]
+
+#: How a bag's HGG probability is read: ``bag_stream`` is sigmoid(bag logit), the reference's default and the only
+#: rule of the one-stream aggregators; ``both_streams`` (DSMIL only) is the mean of sigmoid(bag logit) and
+#: sigmoid(max instance logit), the reference's ``--average`` option, and the two terms its loss weighs equally.
+PREDICTIONS = ("bag_stream", "both_streams")
+
+
+class MILOutput(NamedTuple):
+    """Outputs of :class:`MILModel` for a batch of B bags (binary task, the one class squeezed). The optional
+    parts are None for an aggregator without them (:mod:`gliomil.model.pooling`'s table)."""
+
+    bag_logits: torch.Tensor  # (B,) logit of HGG
+    instance_logits: torch.Tensor | None  # (sum N_b,) a score per slice
+    max_instance_logits: torch.Tensor | None  # (B,) DSMIL's critical-instance stream
+    attention: torch.Tensor | None  # (sum N_b,) >= 0, sums to 1 within each bag
+    critical: torch.Tensor | None  # (B,) long, index within its bag of the slice that decides
+    bag_sizes: torch.Tensor  # (B,) long, on the CPU
+
+
+def _column(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    return None if tensor is None else tensor[:, 0]
+
+
+class MILModel(nn.Module):
+    """Slice encoder + MIL aggregator for HGG (positive, label 1) vs LGG (label 0).
+
+    ``prediction`` (one of :data:`PREDICTIONS`) is how callers turn the outputs into a probability
+    (:class:`gliomil.evaluation.scoring.BagScores`); it does not change the forward pass.
+    """
+
+    n_classes = 1
+
+    def __init__(
+        self,
+        in_channels: int = 4,
+        width: int = 16,
+        depth: int = 4,
+        aggregator: str = "dsmil",
+        nonlinear_q: bool = True,
+        passing_v: bool = False,
+        dropout_v: float = 0.0,
+        prediction: str = "bag_stream",
+    ):
+        super().__init__()
+        if aggregator not in AGGREGATORS:
+            raise ValueError(f"aggregator must be one of {AGGREGATORS}, got {aggregator!r}")
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        if prediction == "both_streams" and aggregator != "dsmil":
+            raise ValueError(f"prediction both_streams needs DSMIL's second stream; aggregator {aggregator} has one")
+        self.prediction = prediction
+        self.encoder = SliceEncoder(in_channels, width, depth)
+        features = self.encoder.out_features
+        if aggregator == "dsmil":
+            self.aggregator = DSMILAggregator(features, self.n_classes, nonlinear_q, passing_v, dropout_v)
+        else:
+            self.aggregator = {"mean": MeanPooling, "max": MaxPooling, "abmil": GatedAttention}[aggregator](
+                features, self.n_classes
+            )
+
+    def forward(self, slices: torch.Tensor, bag_sizes: BagSizes) -> MILOutput:
+        sizes = as_bag_sizes(bag_sizes, slices.shape[0])
+        return self.aggregate(self.encoder(slices), sizes)
+
+    def aggregate(self, feats: torch.Tensor, bag_sizes: BagSizes) -> MILOutput:
+        """Slice features ``(sum N_b, K)`` of B bags -> :class:`MILOutput` (the one class column, squeezed)."""
+        sizes = as_bag_sizes(bag_sizes, feats.shape[0])
+        out = self.aggregator(feats, sizes)
+        return MILOutput(
+            bag_logits=out.bag_logits[:, 0],
+            instance_logits=_column(out.instance_logits),
+            max_instance_logits=_column(out.max_instance_logits),
+            attention=_column(out.attention),
+            critical=_column(out.critical),
+            bag_sizes=torch.tensor(sizes, dtype=torch.long),
+        )
+
+    @torch.no_grad()
+    def score_bag(self, bag: torch.Tensor, chunk: int, autocast_dtype: torch.dtype | None = None) -> MILOutput:
+        """One whole bag ``(N, in_channels, H, W)``, every slice, in eval mode -> :class:`MILOutput` of one bag.
+
+        The encoder runs on ``chunk`` slices at a time (memory stays bounded for any N) under
+        ``autocast_dtype`` (None: float32); the aggregator always runs in float32. Call ``eval()`` first:
+        with running BatchNorm statistics each slice is encoded on its own, so the result does not
+        depend on ``chunk``.
+        """
+        enabled = autocast_dtype is not None
+        feats = []
+        for start in range(0, len(bag), chunk):
+            with torch.autocast(bag.device.type, dtype=autocast_dtype or torch.float32, enabled=enabled):
+                feats.append(self.encoder(bag[start : start + chunk]).float())
+        return self.aggregate(torch.cat(feats), [len(bag)])
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The architecture of a :class:`MILModel` (params.yaml ``train.model``); saved in every checkpoint.
+
+    Defaults are the DSMIL reference's aggregator settings on this project's encoder; ``nonlinear_q``,
+    ``passing_v`` and ``dropout_v`` shape DSMIL's bag stream only.
+    """
+
+    width: int = 16
+    depth: int = 4
+    aggregator: str = "dsmil"  # one of gliomil.vocabulary.AGGREGATORS; only dsmil has a second stream
+    nonlinear_q: bool = True
+    passing_v: bool = False
+    dropout_v: float = 0.0
+    prediction: str = "bag_stream"  # one of PREDICTIONS
+
+    def build(self) -> MILModel:
+        return MILModel(
+            in_channels=4,
+            width=self.width,
+            depth=self.depth,
+            aggregator=self.aggregator,
+            nonlinear_q=self.nonlinear_q,
+            passing_v=self.passing_v,
+            dropout_v=self.dropout_v,
+            prediction=self.prediction,
+        )
