@@ -4,9 +4,10 @@
 
 For every subject (loaded as the pipeline loads it: :func:`gliomil.data.brats.load_subject`, canonical RAS):
 
-- features of the segmentation-based baseline (:func:`tumour_features`): per modality the mean, standard
-  deviation and 10/50/90th percentiles of the brain-z-scored intensities inside the tumour (seg > 0), the
-  shares of labels 1, 2 and 4 in the tumour and its log volume. A standardised logistic regression on them,
+- features of the segmentation-based baseline (:func:`tumour_features`, the pipeline's ``seg_statistics``): per
+  modality the mean, standard deviation and 10/50/90th percentiles of the brain-z-scored intensities inside the
+  tumour (seg > 0), the shares of labels 1, 2 and 4 in the tumour and its log volume. A standardised logistic
+  regression on them,
   cross-validated with stratified 5-fold splits (``--repeats`` shuffles), gives the baseline AUC; the
   built-in cohort is designed to put it between 0.85 and 0.95 (learnable, not trivial).
 - the share of the brain's axial slices that hold tumour (the MIL character: a bag is mostly normal slices).
@@ -24,19 +25,11 @@ import numpy as np
 
 
 def tumour_features(images: np.ndarray, seg: np.ndarray) -> np.ndarray:
-    """Features (24,) of one subject: per modality (images (4, X, Y, Z), brain = non-zero voxels) the mean, std
-    and 10/50/90th percentiles of the brain-z-scored intensities inside seg > 0; then the label 1 / 2 / 4 shares
-    of the tumour and its log volume (voxels)."""
-    brain = images[0] > 0
-    tumour = seg > 0
-    features = []
-    for image in images:
-        z = (image[tumour] - image[brain].mean()) / image[brain].std()
-        features += [z.mean(), z.std(), *np.percentile(z, [10, 50, 90])]
-    n = tumour.sum()
-    features += [(seg == label).sum() / n for label in (1, 2, 4)]
-    features.append(np.log(n))
-    return np.array(features)
+    """Features (24,) of one subject: the baselines stage's segmentation statistics
+    (:func:`gliomil.baselines.features.seg_statistics`, the one implementation)."""
+    from gliomil.baselines.features import seg_statistics
+
+    return seg_statistics(images, seg)
 
 
 def baseline_auc(features: np.ndarray, is_hgg: np.ndarray, repeats: int = 5) -> list[float]:

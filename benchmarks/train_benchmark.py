@@ -1,8 +1,11 @@
 """Training throughput: real training steps on preprocessed bags against pure compute on random tensors.
 
-    python benchmarks/train_benchmark.py [--preprocessed data/preprocessed] [--steps 30]
+    python benchmarks/train_benchmark.py [--preprocessed data/preprocessed] [--steps 30] [--set KEY=VALUE ...]
 
-Needs `dvc repro split` (or a full repro) first. Reports, for the params in params.yaml:
+Needs `dvc repro split` (or a full repro) first. ``--set`` overrides a param the way ``dvc exp run -S`` does
+(``--set train.model.aggregator=abmil --set train.model.prediction=bag_stream``,
+``--set train.instance_supervision=0.5``), so candidates are timed against the default in one shell run.
+Reports, for the params in params.yaml:
 - slices/s of full training steps (bag reading and augmentation + forward + loss + backward + optimiser step);
 - slices/s of the same steps on random tensors already in memory (the encoder's pure compute);
 - their ratio, and the share of a step spent reading bags (target: under 10%);
@@ -17,23 +20,34 @@ from functools import partial
 
 import numpy as np
 import torch
+import yaml
 
 from gliomil import params as P
 from gliomil.data.bags import BagSet, draw_bags
 from gliomil.data.split import FoldSplit
-from gliomil.evaluation.diagnostics import batch_diagnostics, summarize
+from gliomil.evaluation.diagnostics import available_summary
+from gliomil.evaluation.scoring import BagScores
 from gliomil.runtime.device import autocast_dtype
 from gliomil.training.loop import TrainConfig, train_step
-from gliomil.training.losses import class_weights_from_counts, mil_loss
+from gliomil.training.losses import class_weights_from_counts, mil_loss, tumour_targets
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preprocessed", default="data/preprocessed")
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param")
     args = parser.parse_args()
 
     params = P.load_params()
+    for item in args.set:
+        key, _, text = item.partition("=")
+        *parents, leaf = key.split(".")
+        section = params
+        for parent in parents:
+            section = section[parent]
+        section[leaf] = yaml.safe_load(text)
+    P.check_params(params)
     top = {key: P.value(params, key) for key in ("seed", "label_smoothing", "use_class_weights")}
     config = TrainConfig.from_settings(top, P.section(params, "train"))
     dtype = autocast_dtype(torch.device("cpu"), config.amp)
@@ -47,9 +61,13 @@ def main():
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
 
-    def step(slices, sizes, labels):
+    def step(slices, sizes, labels, tumour=None):
         """One training step exactly as train_fold takes it; returns the model's outputs."""
-        return train_step(model, optimizer, scaler, loss_fn, slices, sizes, labels, dtype)[1]
+        if config.instance_supervision > 0 and tumour is None:  # random tensors: a tumour in every other slice
+            tumour = torch.tensor([i % 2 for i in range(len(slices))], dtype=torch.float32)
+        return train_step(
+            model, optimizer, scaler, loss_fn, slices, sizes, labels, dtype, config.instance_supervision, tumour
+        )[1]
 
     batch = config.batch_size
     shape = train_set.bags[0].shape[1:]
@@ -57,7 +75,13 @@ def main():
     def read_batch():
         chosen = rng.choice(len(train_set), size=batch, replace=False)
         slices, picks = draw_bags(train_set, chosen, config.bag_size, rng, config.augment)
-        return torch.from_numpy(slices), [len(p) for p in picks], torch.from_numpy(train_set.labels[chosen])
+        tumour = np.concatenate([train_set.tumour_fraction[i][p] for i, p in zip(chosen, picks)])
+        return (
+            torch.from_numpy(slices),
+            [len(p) for p in picks],
+            torch.from_numpy(train_set.labels[chosen]),
+            torch.from_numpy(tumour_targets(tumour)),
+        )
 
     for _ in range(3):  # warm-up: allocator, oneDNN kernels
         step(*read_batch())
@@ -65,9 +89,9 @@ def main():
     read_seconds, step_seconds, slices, outputs = 0.0, 0.0, 0, []
     for _ in range(args.steps):
         tick = time.perf_counter()
-        x, sizes, y = read_batch()
+        x, sizes, y, tumour = read_batch()
         tock = time.perf_counter()
-        outputs.append(step(x, sizes, y))
+        outputs.append(step(x, sizes, y, tumour))
         read_seconds += tock - tick
         step_seconds += time.perf_counter() - tock
         slices += len(x)
@@ -80,11 +104,9 @@ def main():
         step(fixed, fixed_sizes, fixed_y)
     pure_seconds = time.perf_counter() - tick
 
-    attention = np.concatenate([o.attention.detach().numpy() for o in outputs])
-    scores = np.concatenate([o.instance_logits.detach().float().numpy() for o in outputs])
-    sizes = np.concatenate([o.bag_sizes.numpy() for o in outputs])
+    scored = BagScores.concat([BagScores.from_output(o, config.model.prediction) for o in outputs])
     tick = time.perf_counter()
-    summarize(batch_diagnostics(attention, scores, bag_sizes=sizes, top_k=config.top_k))
+    available_summary(scored.attention, scored.instance_logits, scored.bag_sizes, None, None, config.top_k)
     diagnostics_seconds = time.perf_counter() - tick
 
     total = read_seconds + step_seconds
@@ -93,7 +115,8 @@ def main():
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, precision "
         f"{'float32' if dtype is None else dtype}, slices {tuple(shape)}, "
         f"{config.batch_size} bags x {config.bag_size} slices, width {config.model.width}, "
-        f"depth {config.model.depth}"
+        f"depth {config.model.depth}, aggregator {config.model.aggregator}, instance supervision "
+        f"{config.instance_supervision}"
     )
     print("| measure | value |\n|---|---|")
     print(f"| training steps on real bags | {slices / total:.0f} slices/s |")

@@ -316,3 +316,26 @@ def test_cli_compares_a_commit_with_an_experiment(tmp_path):
     unknown = run_tool([*compare, "HEAD", "no-such-run"], repo, env=env, check=False)
     assert unknown.returncode == 1
     assert unknown.stderr.strip().startswith("error: cannot read the metrics of 'no-such-run'")
+
+
+def test_the_external_sites_predictions_compare_as_one_fold_with_the_bundles_decisions(asah):
+    import pandas as pd
+
+    from gliomil.comparison.compare import external_as_fold_table
+
+    labels, markers = asah
+    ids = [f"E{i:03d}" for i in range(len(labels))]
+
+    def stage_table(marker, threshold):
+        p = markers[marker] / markers[marker].max()
+        return pd.DataFrame(
+            {"subject_id": ids, "label": labels, "probability": p, "decision": np.where(p >= threshold, "HGG", "LGG")}
+        )
+
+    before, after = external_as_fold_table(stage_table("s100b", 0.3)), external_as_fold_table(stage_table("wfns", 0.5))
+    assert set(before["fold"]) == {0}
+    assert (before["predicted_at_youden"] == (markers["s100b"] / markers["s100b"].max() >= 0.3)).all()
+    assert (before["predicted_at_0.5"] == (markers["s100b"] / markers["s100b"].max() >= 0.5)).all()
+    result = compare_predictions(before, after, split=SPLITS["external"], n_resamples=200)
+    assert isinstance(result, PairedComparison) and result.n_patients == 113
+    assert result.delong.p == pytest.approx(0.0271757822291882, abs=1e-6)  # pROC: roc.test(wfns, s100b)

@@ -21,7 +21,7 @@ ALLOWED = {
     "evaluation": {"data", "model", "runtime", "top:errors", "top:nested", "top:vocabulary"},
     "training": {"data", "model", "evaluation", "runtime", "top:errors", "top:vocabulary"},
     "serving": {"data", "model", "evaluation", "runtime", "top:errors", "top:vocabulary", "top:__init__"},
-    "comparison": {"evaluation", "runtime", "top:errors", "top:nested", "top:paths"},
+    "comparison": {"evaluation", "runtime", "top:errors", "top:nested", "top:paths", "top:vocabulary"},
     "scale": {"runtime", "top:errors", "top:params", "top:paths"},
 }
 

@@ -35,12 +35,14 @@ pytestmark = pytest.mark.slow
 FOLD_STAGES = {f"{stage}@{k}" for stage in ("train", "evaluate") for k in range(5)}
 # What follows the models: the packaged model, its external validation and the report that includes both.
 PACKAGING = {"bundle", "external", "aggregate"}
+# The logistic-regression baselines: features once per cohort, a fit per split.
+BASELINES = {"baseline_features", "baselines"}
 
 
 def test_dvc_repro_runs_every_stage_then_is_up_to_date(tiny_run, tmp_path):
     out = tiny_run.output  # the session's from-scratch `dvc repro` of tiny_params(); checked on a copy of its repo
     assert stages_run(out) == {"check_params", "synthesize", "synthesize_external", "preprocess", "split"} | (
-        FOLD_STAGES | PACKAGING
+        FOLD_STAGES | PACKAGING | BASELINES
     )
     pipeline_repo = tiny_run.copy(tmp_path / "repo")
 
@@ -128,13 +130,15 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(tiny_run, tmp_path):
 
     # Another seed repeats the cross-validation on the same cohort: synthesize and preprocess are kept.
     repeat = dvc(pipeline_repo, "exp", "run", "-n", "seed-43", "-S", "seed=43")
-    assert stages_run(repeat) == {"check_params", "split"} | FOLD_STAGES | PACKAGING
+    assert stages_run(repeat) == {"check_params", "split", "baselines"} | FOLD_STAGES | PACKAGING
 
     # A preprocess param re-runs preprocess and what depends on it, not synthesize.
     params = tiny_params()
     params["preprocess"]["image_size"] = 12
     write_params(pipeline_repo, params)
-    assert stages_run(repro(pipeline_repo)) == {"check_params", "preprocess", "split"} | FOLD_STAGES | PACKAGING
+    assert stages_run(repro(pipeline_repo)) == {"check_params", "preprocess", "split"} | (
+        FOLD_STAGES | PACKAGING | BASELINES
+    )
 
 
 def _predict_reproduces_preprocess_and_evaluate(repo: Path) -> None:
@@ -244,7 +248,7 @@ def test_three_folds_everywhere_and_bad_params_stop_before_any_stage(tmp_path):
     repo = make_pipeline_repo(tmp_path, params)
     three = {f"{stage}@{k}" for stage in ("train", "evaluate") for k in range(3)}
     assert stages_run(repro(repo)) == {"check_params", "synthesize", "synthesize_external", "preprocess", "split"} | (
-        three | PACKAGING
+        three | PACKAGING | BASELINES
     )
 
     shown = dvc(repo, "metrics", "show", "metrics")
@@ -294,12 +298,12 @@ def test_switching_params_back_restores_every_stage_from_the_run_cache(tiny_run_
     changed["synthesize"]["seed"] += 1  # every stage downstream of both cohorts runs again
     changed["external"]["site"]["seed"] += 1
     write_params(repo, changed)
-    assert len(stages_run(repro(repo))) == 5 + 2 * 5 + len(PACKAGING)
+    assert len(stages_run(repro(repo))) == 5 + 2 * 5 + len(PACKAGING) + len(BASELINES)
 
     write_params(repo, tiny_params())
     out = repro(repo)
     assert stages_run(out) == set(), out
     restored = {line.split("'")[1] for line in out.splitlines() if "is cached - skipping run" in line}
     everything = {"check_params", "synthesize", "synthesize_external", "preprocess", "split"}
-    assert restored == everything | FOLD_STAGES | PACKAGING
+    assert restored == everything | FOLD_STAGES | PACKAGING | BASELINES
     assert outputs() == first

@@ -331,3 +331,52 @@ def test_without_drops_nested_keys_and_leaves_the_input_alone():
     params = {"seed": 1, "train": {"threads": 0, "epochs": 2}}
     assert without(params, ["train.threads", "no.such"]) == {"seed": 1, "train": {"epochs": 2}}
     assert params["train"]["threads"] == 0
+
+
+# -- the external site (secondary) ------------------------------------------------------------------------------
+
+
+def external_table(asah, marker: str, noise: float = 0.0, seed: int = 0):
+    import pandas as pd
+
+    labels, markers = asah
+    values = markers[marker] + np.random.default_rng(seed).normal(0, noise, len(labels))
+    return pd.DataFrame(
+        {"subject_id": [f"E{i:03d}" for i in range(len(labels))], "label": labels, "probability": values}
+    )
+
+
+def test_the_external_site_is_paired_by_patient_per_seed_with_delong_and_over_seeds_with_t(runs, asah):
+    from dataclasses import replace
+
+    noise = {1: 0.0, 2: 0.5, 3: 1.0}
+    with_external = []
+    for r in runs:
+        marker = "s100b" if r.name.startswith("before") else "wfns"
+        table = external_table(asah, marker, noise[r.seed] if marker == "wfns" else 0.0, seed=r.seed)
+        with_external.append(replace(r, external=table.sample(frac=1.0, random_state=r.seed)))  # rows reordered
+    result = compare_runs(with_external)
+    x = result.external
+    assert x.patients == 113
+    # seed 1: after = wfns, before = s100b exactly: pROC's roc.test(wfns, s100b) p = 0.0271757822291882
+    assert x.delong_p[0] == pytest.approx(0.0271757822291882, abs=1e-6)
+    assert x.deltas[0] == pytest.approx(0.823678861788618 - 0.731368563685637, abs=1e-9)
+    deltas = np.array(x.deltas)
+    half = sps.t.ppf(0.975, 2) * deltas.std(ddof=1) / math.sqrt(3)
+    assert (x.ci_low, x.ci_high) == pytest.approx((deltas.mean() - half, deltas.mean() + half))
+    line = next(v for v in result.verdicts if v.startswith("External site"))
+    assert "not in the Holm family" in line and f"p = {p_as_printed(x.delong_p[0])}" in line
+    markdown = repeats.render_markdown(result)
+    assert "## External site (secondary): the packaged model on the same 113 patients" in markdown
+
+
+def test_runs_without_external_predictions_leave_it_out_and_other_patients_are_an_error(runs, asah):
+    from dataclasses import replace
+
+    result = compare_runs(runs)
+    assert result.external is None
+    assert any("external site is not compared" in w for w in result.warnings)
+    table = external_table(asah, "wfns")
+    mixed = [replace(r, external=table if r.name != "after-2" else table.iloc[1:]) for r in runs]
+    with pytest.raises(GliomilError, match="seed 2: runs 'before-2' and 'after-2' scored other external patients"):
+        compare_runs(mixed)

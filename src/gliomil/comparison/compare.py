@@ -1,15 +1,17 @@
 """Before -> after comparison of two runs, read through DVC's API.
 
     python -m gliomil.comparison.compare BEFORE AFTER [--threshold at_0.5|at_youden_inner_val]
-        [--split held_out|inner_val|both] [--n-resamples 2000] [--seed 0] [--json FILE]
+        [--split held_out|inner_val|external|all] [--n-resamples 2000] [--seed 0] [--json FILE]
 
 BEFORE and AFTER are git revisions or experiment names (as `dvc exp show` lists them), or
 "workspace" for the files as they are now.
 
 It prints the audit's per-fold table (before -> after), then a paired analysis of the per-patient
 predictions, for the held-out predictions pooled over folds (``plots/cv/pooled_predictions.csv``: the one to
-report) and for the folds' inner-validation predictions (``plots/eval/fold_<k>/inner_val_predictions.csv``:
-the one to tune on):
+report), for the folds' inner-validation predictions (``plots/eval/fold_<k>/inner_val_predictions.csv``:
+the one to tune on) and for the packaged model's predictions on the external site (``plots/external/
+predictions.csv``: transfer to another scanner, a secondary endpoint; its "Youden" decisions are the bundle's,
+at the threshold chosen on the pooled inner-validation predictions; a run without them is left out in one line):
 
 1. primary endpoint: the difference in ROC AUC, DeLong's test for two correlated AUCs (z, p, 95% CI);
 2. exact McNemar tests of right/wrong decisions at 0.5: all patients, HGG only (HGG recall), LGG only (LGG
@@ -61,10 +63,12 @@ from gliomil.evaluation.intervals import DeLongResult, delong_test, format_p
 from gliomil.evaluation.metrics import balanced_accuracy, brier_score, sensitivity, specificity
 from gliomil.runtime.files import write_text
 from gliomil.runtime.stage import run_command
+from gliomil.vocabulary import GRADES
 
 SPLITS = {
     "held_out": "held-out: the one to report",
     "inner_val": "inner validation: the one to tune on",
+    "external": "external site: transfer to another scanner (secondary)",
 }
 PREDICTION_COLUMNS = ("subject_id", "label", "probability", "predicted_at_0.5", "predicted_at_youden", "fold")
 # Decision column of each threshold; the Youden threshold is each fold's own (chosen on its inner validation).
@@ -448,9 +452,28 @@ def prediction_files(split: str, folds: list[int]) -> list[tuple[str, int | None
     return [((paths.fold_eval_plots(k) / "inner_val_predictions.csv").as_posix(), k) for k in folds]
 
 
+def external_as_fold_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The external stage's predictions (``subject_id, label, probability, decision``, one row per patient) as a
+    prediction table of one "fold" 0: decisions at 0.5 from the probability, and the bundle's own decisions (at its
+    threshold, chosen on the pooled inner-validation predictions) in the Youden column."""
+    return pd.DataFrame(
+        {
+            "subject_id": table["subject_id"],
+            "label": table["label"],
+            "probability": table["probability"],
+            "predicted_at_0.5": (table["probability"] >= 0.5).astype(int),
+            "predicted_at_youden": (table["decision"] == GRADES[1]).astype(int),
+            "fold": 0,
+        }
+    )
+
+
 def read_predictions(rev: str, split: str, folds: list[int]) -> pd.DataFrame:
-    """One run's predictions of a split (held_out or inner_val), with a fold column, read through dvc.api."""
+    """One run's predictions of a split (held_out, inner_val or external), with a fold column, read through
+    dvc.api."""
     what = "predictions (--split names the predictions to compare)"
+    if split == "external":
+        return external_as_fold_table(read_csv((paths.EXTERNAL_PLOTS / "predictions.csv").as_posix(), rev, what))
     tables = []
     for path, fold in prediction_files(split, folds):
         table = read_csv(path, rev, what)
@@ -465,9 +488,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threshold", choices=("at_0.5", "at_youden_inner_val"), default="at_0.5")
     parser.add_argument(
         "--split",
-        choices=(*SPLITS, "both"),
-        default="both",
-        help="which per-patient predictions to test: held_out (to report), inner_val (to tune on) or both",
+        choices=(*SPLITS, "all"),
+        default="all",
+        help="which per-patient predictions to test: held_out (to report), inner_val (to tune on), external (the "
+        "external site) or all",
     )
     parser.add_argument("--n-resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
@@ -481,13 +505,19 @@ def main(argv: list[str] | None = None) -> None:
         )
     print(f"{args.before} -> {args.after}")
     print(comparison_table(before, after, args.threshold))
-    splits = list(SPLITS) if args.split == "both" else [args.split]
+    splits = list(SPLITS) if args.split == "all" else [args.split]
     results = {}
     for split in splits:
-        tables = [
-            read_predictions(rev, split, run["params"]["folds"])
-            for rev, run in ((args.before, before), (args.after, after))
-        ]
+        try:
+            tables = [
+                read_predictions(rev, split, run["params"]["folds"])
+                for rev, run in ((args.before, before), (args.after, after))
+            ]
+        except GliomilError as exc:
+            if split != "external" or args.split == "external":
+                raise
+            print(f"\n## {SPLITS[split]}\n\nnot compared: {exc}")
+            continue
         results[split] = compare_predictions(*tables, SPLITS[split], args.n_resamples, args.seed)
         print()
         print(render_comparison(results[split]))

@@ -62,11 +62,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import yaml
 from scipy import stats as sps
 
 from gliomil import paths
-from gliomil.comparison.runs import read_json, read_params, read_text
+from gliomil.comparison.runs import read_csv, read_json, read_params, read_text
 from gliomil.comparison.statistics import (
     CorrectedTTestResult,
     SignAgreement,
@@ -76,7 +77,7 @@ from gliomil.comparison.statistics import (
     verdict,
 )
 from gliomil.errors import GliomilError
-from gliomil.evaluation.intervals import format_p
+from gliomil.evaluation.intervals import delong_test, format_p
 from gliomil.nested import MISSING, flatten, lookup
 from gliomil.runtime.files import write_text, write_with
 from gliomil.runtime.stage import run_command
@@ -84,6 +85,7 @@ from gliomil.runtime.stage import run_command
 DEFAULT_REPORT = Path("reports/audit_effect.md")
 CV_SUMMARY = paths.CV_SUMMARY.as_posix()
 SPLIT_METRICS = "metrics/split.json"
+EXTERNAL_PREDICTIONS = (paths.EXTERNAL_PLOTS / "predictions.csv").as_posix()
 SEED = "seed"
 LEVEL = 0.95
 ALPHA = 0.05
@@ -112,6 +114,7 @@ class Run:
     rev: str = ""
     created: str = ""
     baseline: bool = False
+    external: pd.DataFrame | None = None  # plots/external/predictions.csv (subject_id, label, probability), if any
 
     @property
     def seed(self):
@@ -226,6 +229,24 @@ class EndpointResult:
 
 
 @dataclass(frozen=True)
+class ExternalResult:
+    """The external site (secondary): per seed the packaged model's AUC on the same external patients before and
+    after, DeLong's paired test of the two (patient sampling; :func:`gliomil.evaluation.intervals.delong_test`),
+    and the mean delta over seeds with its Student-t interval (training variation). Not in the Holm family of the
+    cross-validation endpoints: a secondary endpoint, reported with its own p-values."""
+
+    patients: int
+    before: list[float]
+    after: list[float]
+    deltas: list[float]
+    delong_p: list[float]
+    mean_delta: float
+    ci_low: float | None
+    ci_high: float | None
+    signs: SignAgreement
+
+
+@dataclass(frozen=True)
 class RepeatsResult:
     """The comparison: which runs, which seeds, the endpoints (primary first) and the verdict lines."""
 
@@ -246,6 +267,7 @@ class RepeatsResult:
     alpha: float
     level: float
     notes: list[str] = field(default_factory=list)
+    external: ExternalResult | None = None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -552,6 +574,30 @@ def _check_folds(pairs: list[SeedPair]) -> list[int]:
     return [int(k) for k in folds]
 
 
+def external_site(pairs: list[SeedPair], level: float = LEVEL) -> ExternalResult | None:
+    """The external-site comparison of :class:`ExternalResult`; None when a run has no external predictions.
+    Raises GliomilError when a seed's two runs scored other external patients (not paired)."""
+    if any(run.external is None for pair in pairs for run in (pair.before, pair.after)):
+        return None
+    before, after, p_values, patients = [], [], [], 0
+    for pair in pairs:
+        merged = pair.before.external.merge(pair.after.external, on="subject_id", suffixes=("_before", "_after"))
+        if len(merged) != len(pair.before.external) or len(merged) != len(pair.after.external):
+            raise GliomilError(
+                f"seed {pair.seed}: runs '{pair.before.name}' and '{pair.after.name}' scored other external "
+                "patients: the external site cannot be paired"
+            )
+        labels = merged["label_before"].to_numpy()
+        test = delong_test(labels, merged["probability_before"].to_numpy(), merged["probability_after"].to_numpy())
+        before.append(test.auc_before)
+        after.append(test.auc_after)
+        p_values.append(test.p)
+        patients = len(merged)
+    deltas = [a - b for b, a in zip(before, after)]
+    mean, low, high = seed_interval(deltas, level)
+    return ExternalResult(patients, before, after, deltas, p_values, mean, low, high, sign_agreement(deltas))
+
+
 def analyse(selection: Selection, alpha: float = ALPHA, level: float = LEVEL) -> RepeatsResult:
     """Per-seed deltas, their mean over seeds, the corrected CV t-tests with Holm, and the verdicts.
 
@@ -628,7 +674,19 @@ def analyse(selection: Selection, alpha: float = ALPHA, level: float = LEVEL) ->
             r = replace(r, p_holm=holm_by_name[r.name], verdict=words)
             verdicts.append(words)
         final.append(r)
+    external = external_site(pairs, level)
+    if external is None:
+        warnings.append("the external site is not compared: not every run has external-site predictions")
+    elif external.patients:
+        words = (
+            f"External site (secondary, same {external.patients} patients, not in the Holm family): mean dAUC "
+            f"{_mean_ci_values(external.mean_delta, external.ci_low, external.ci_high)} over seeds, "
+            f"{_agreement(external.signs, external.mean_delta)}; DeLong per seed p = "
+            + ", ".join(_p(p) for p in external.delong_p)
+        )
+        verdicts.append(words)
     return RepeatsResult(
+        external=external,
         before_label=selection.before_label,
         after_label=selection.after_label,
         how=selection.how,
@@ -666,9 +724,13 @@ def _p(p: float | None) -> str:
 
 
 def _mean_ci(r: EndpointResult) -> str:
-    if r.ci_low is None:
-        return f"{r.mean_delta:+.3f} (1 seed: no CI)"
-    return f"{r.mean_delta:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
+    return _mean_ci_values(r.mean_delta, r.ci_low, r.ci_high)
+
+
+def _mean_ci_values(mean: float, low: float | None, high: float | None) -> str:
+    if low is None:
+        return f"{mean:+.3f} (1 seed: no CI)"
+    return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
 def _runs_text(seeds: list[int], names: list[str]) -> str:
@@ -733,6 +795,19 @@ def render_markdown(result: RepeatsResult, figure: str | None = None) -> str:
         else:
             cells += ["–", "not tested", "–", "–"]
         lines.append(f"| {e.label}{' (primary)' if e.primary else ''} | " + " | ".join(cells) + " |")
+    if r.external is not None:
+        x = r.external
+        lines += [
+            "",
+            f"## External site (secondary): the packaged model on the same {x.patients} patients",
+            "",
+            "| | " + " | ".join(f"Seed {s}" for s in r.seeds) + f" | Mean Δ [{level} CI over seeds] |",
+            "|---|" + "---|" * (n_seeds + 1),
+            "| AUC before -> after (Δ) | "
+            + " | ".join(f"{b:.3f} -> {a:.3f} ({d:+.3f})" for b, a, d in zip(x.before, x.after, x.deltas))
+            + f" | {_mean_ci_values(x.mean_delta, x.ci_low, x.ci_high)} |",
+            "| DeLong p (paired, same patients) | " + " | ".join(_p(p) for p in x.delong_p) + " | |",
+        ]
     lines += ["", "## Verdict", "", *(f"- {v}" for v in r.verdicts)]
     if figure:
         lines += ["", f"![Per-seed deltas (after - before) of each endpoint]({figure})"]
@@ -760,6 +835,11 @@ def render_markdown(result: RepeatsResult, figure: str | None = None) -> str:
     ]
     if n_seeds == 1:
         lines.append("- One seed: no interval over seeds can be computed (r - 1 = 0 degrees of freedom).")
+    lines.append(
+        "- External site (secondary): per seed, DeLong's test of the two runs' AUCs on the same external patients "
+        "(the patient sampling); over seeds, Student's t on the per-seed deltas (the training variation). Its "
+        "p-values are not in the Holm family above."
+    )
     lines.append(
         "- Pooled held-out AUC and pooled inner-validation AUC: one number per seed, described, not tested. The "
         "inner-validation AUC is on the patients the checkpoints were selected on: the tuning side, not evidence "
@@ -888,7 +968,12 @@ def read_metrics(run: Run) -> Run:
     folds = [read_json(path, run.rev, "metrics", run.name) for path in fold_files]
     summary = read_json(CV_SUMMARY, run.rev, "metrics", run.name)
     split = read_json(SPLIT_METRICS, run.rev, "metrics", run.name)
-    return replace(run, folds=folds, summary=summary, split=split)
+    try:
+        table = read_csv(EXTERNAL_PREDICTIONS, run.rev, "external-site predictions", run.name)
+        external = table[["subject_id", "label", "probability"]]
+    except (GliomilError, KeyError):  # a run without an external site (or before it existed)
+        external = None
+    return replace(run, folds=folds, summary=summary, split=split, external=external)
 
 
 def main(argv: list[str] | None = None) -> None:
