@@ -42,8 +42,10 @@ KEYS = (*MODALITIES, "seg")
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory) -> Path:
     """A bundle of three randomly initialised tiny fold models."""
-    work = tmp_path_factory.mktemp("bundle")
-    config = ModelConfig(width=4, depth=2, prediction="both_streams")
+    return make_bundle(tmp_path_factory.mktemp("bundle"), ModelConfig(width=4, depth=2, prediction="both_streams"))
+
+
+def make_bundle(work: Path, config: ModelConfig) -> Path:
     checkpoints = {}
     for fold in range(3):
         torch.manual_seed(fold)
@@ -53,7 +55,7 @@ def bundle_dir(tmp_path_factory) -> Path:
     manifest = build_manifest(
         preprocess=PreprocessSettings(image_size=16),
         suffixes={key: key for key in KEYS},
-        prediction="both_streams",
+        prediction=config.prediction,
         threshold={"value": 0.5, "method": "test"},
         inference=InferenceSettings(amp=False, eval_chunk=64, threads=1),
         training=training_cohort(cohort),
@@ -212,6 +214,19 @@ def test_outputs_columns_json_and_montage(tmp_path, bundle_dir, volumes):
     assert document["predictions"][0]["subject_id"] == "C" and document["bundle"]["folds"] == [0, 1, 2]
     montage = tmp_path / "out" / row["montage"]
     assert montage.is_file() and montage.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("aggregator", ["mean", "max", "abmil"])
+def test_other_aggregators_leave_empty_what_they_do_not_have(tmp_path, volumes, aggregator):
+    bundle = make_bundle(tmp_path / "b", ModelConfig(width=4, depth=2, aggregator=aggregator, prediction="bag_stream"))
+    images, seg = volumes["HGG_1"]
+    table = predict([write_case(tmp_path / "c", "C", images, seg), "--bundle", bundle], tmp_path / "out")
+    row = table.iloc[0]
+    assert 0.0 <= row["probability"] <= 1.0
+    assert pd.isna(row["critical_slice"]) == (aggregator == "abmil")  # no instance scores
+    assert pd.isna(row["most_attended_slices"]) == (aggregator != "abmil")  # no attention
+    assert pd.isna(row["montage"])  # the montage shows attention and instance scores: only DSMIL has both
+    assert not (tmp_path / "out" / "montages" / "C.png").exists()
 
 
 def test_out_folder_is_never_overwritten_unasked(tmp_path, bundle_dir, volumes):
