@@ -295,10 +295,10 @@ def baselines_section(baselines: dict) -> list[str]:
     lines = [
         "## Against the baselines (same folds, same held-out patients)",
         "",
-        "Logistic regressions fitted on each fold's training patients (`baselines` stage). DeLong's test of the two "
-        "correlated pooled AUCs; the difference is the model's AUC minus the baseline's, so a negative one means the "
-        "baseline ranks the patients better. `seg_statistics` reads the tumour mask at test time: an upper reference, "
-        "not a competitor of an image-only model.",
+        "Logistic regressions fitted on each fold's training and inner-validation patients (`baselines` stage). "
+        "DeLong's test of the two correlated pooled AUCs; the difference is the model's AUC minus the baseline's, so "
+        "a negative one means the baseline ranks the patients better. `seg_statistics` reads the tumour mask at test "
+        "time: an upper reference, not a competitor of an image-only model.",
         "",
         "| Baseline | Uses | Baseline AUC | Model AUC | Difference (95% CI) | p |",
         "|---|---|---|---|---|---|",
