@@ -92,6 +92,7 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(tiny_run, tmp_path):
     assert shown == ["metrics/external.json", "metrics/headline.json"]  # the only metrics in git
     assert "at_bundle_threshold.sensitivity_ci_low" in headline and "calibration.slope" in headline
     assert "inner_val_auc" in headline and "lgg_recall" in headline
+    assert "auc_minus_whole_brain" in headline and "seg_statistics_auc" in headline  # DSMIL against its yardsticks
     shown = dvc(pipeline_repo, "metrics", "show", "metrics")
     assert "metrics/preprocess.json" in shown and "slices_total" in shown
     assert "metrics/train/fold_4.json" in shown and "best.val_auc" in shown
