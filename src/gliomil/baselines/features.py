@@ -8,7 +8,7 @@ Two sets, one per baseline:
   model gets from the images' histograms alone.
 
 Intensities are z-scored inside the brain (any modality non-zero, :func:`gliomil.data.preprocess.brain_mask`'s
-rule), per modality, so a scanner's gain does not enter either baseline.
+rule, the same function), per modality, so a scanner's gain does not enter either baseline.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from gliomil.data.brats import SUFFIX_KEYS, load_volumes
+from gliomil.data.preprocess import brain_mask
 from gliomil.errors import InputError
 from gliomil.runtime.workers import map_in_workers
 from gliomil.vocabulary import MODALITIES, SEGMENTATION
@@ -25,10 +26,6 @@ from gliomil.vocabulary import MODALITIES, SEGMENTATION
 PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99, 99.9)
 #: Share of the brain above these many standard deviations, per modality.
 TAILS = (2.0, 3.0)
-
-
-def _brain(images: np.ndarray) -> np.ndarray:
-    return (images != 0).any(axis=0)
 
 
 def _zscored(image: np.ndarray, brain: np.ndarray, where: np.ndarray) -> np.ndarray:
@@ -45,7 +42,7 @@ def seg_statistics(images: np.ndarray, seg: np.ndarray) -> np.ndarray:
     """Features (24,) of one case: per modality (images (4, X, Y, Z)) the mean, standard deviation and 10/50/90th
     percentiles of the brain-z-scored intensities inside the tumour (seg > 0); then the shares of labels 1, 2 and
     4 in the tumour and its log volume in voxels. Raises ValueError when the segmentation holds no tumour."""
-    brain, tumour = _brain(images), seg > 0
+    brain, tumour = brain_mask(images), seg > 0
     n = int(tumour.sum())
     if n == 0:
         raise ValueError("the segmentation holds no tumour voxel")
@@ -68,7 +65,7 @@ def whole_brain(images: np.ndarray) -> np.ndarray:
     """Features (49,) of one case from its images alone (4, X, Y, Z): per modality the brain-z-scored
     intensity percentiles :data:`PERCENTILES`, then per modality the shares of the brain above :data:`TAILS`
     standard deviations, then the log brain volume in voxels."""
-    brain = _brain(images)
+    brain = brain_mask(images)
     z = [_zscored(image, brain, brain) for image in images]
     features = [p for values in z for p in np.percentile(values, PERCENTILES)]
     features += [float((values > tail).mean()) for values in z for tail in TAILS]
