@@ -95,8 +95,18 @@ def tiny_params() -> dict:
     params["external"]["site"].update(n_hgg=4, n_lgg=4, shape=[32, 32, 20], workers=1)
     params["preprocess"].update(image_size=16, workers=2)
     params["split"]["inner_val_fraction"] = 0.5
-    params["train"].update(epochs=2, bag_size=8, plot_every=1)
+    # One torch thread: the suite runs two processes on two cores, and OpenMP threads waiting for a busy core are slow.
+    params["train"].update(epochs=2, bag_size=8, plot_every=1, threads=1)
     params["train"]["model"].update(width=4, depth=2)
+    return params
+
+
+def two_fold_params(epochs: int = 2) -> dict:
+    """Tiny, two folds, and one pinned torch thread: a fan-out and a serial run then train bit for bit alike. The
+    session's finished run of these params serves the fan-out, the remote and the sweep's baseline."""
+    params = tiny_params()
+    params["folds"] = [0, 1]
+    params["train"].update(threads=1, epochs=epochs)
     return params
 
 
@@ -161,6 +171,32 @@ def stages_run(output: str) -> set[str]:
 
 
 # -- one from-scratch run per params, shared by the session's end-to-end tests --------------------------------------
+# pytest-xdist runs the suite in two processes (pyproject.toml's addopts), each with its own session fixtures. The
+# tests that share a finished run carry the same `xdist_group` mark, so one process makes that run and runs them all:
+#   tiny_run        tiny_params(), five folds (test_pipeline, test_dag_cut)
+#   two_fold_run    two_fold_params() (test_scale's fan-out and remote, test_sweep's baseline)
+# The kill and Ctrl-C tests' reference run (test_faults_pipeline.fault_params(), two folds) is left ungrouped: made
+# in each process that runs one of them, it costs less than one process running both.
+
+
+SHARED_RUNS = {"tiny_run": "tiny_run", "tiny_run_copy": "tiny_run"}  # fixture -> the xdist_group of its users
+
+
+@pytest.hookimpl(trylast=True)  # after xdist's own, which appends "@<group>" to a grouped test's id
+def pytest_collection_modifyitems(config, items):
+    """A test that uses tiny_run outside its xdist_group would make that run again in the other process;
+    a grouped test whose id lacks its group would be scheduled alone (pytest-dev/pytest-xdist#1386): both refused.
+
+    The slow tests go first (xdist hands out its groups first, then single tests in this order), so the quick ones
+    fill in at the end instead of a long one starting last on one process while the other has finished."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: the order is otherwise kept
+    for item in items:
+        group = item.get_closest_marker("xdist_group")
+        for fixture in SHARED_RUNS.keys() & set(item.fixturenames):
+            if group is None or group.args[0] != SHARED_RUNS[fixture]:
+                raise pytest.UsageError(f"{item.nodeid} uses {fixture}: mark it xdist_group({SHARED_RUNS[fixture]!r})")
+        if group is not None and getattr(config.option, "loadgroup", False) and "@" not in item.nodeid:
+            raise pytest.UsageError(f"{item.nodeid}: xdist dropped its group; see requirements.txt on pytest-xdist")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import dvc
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]
 
 FOLDS = range(5)  # tiny_params() keeps the committed five folds
 TRAIN = {f"train@{k}" for k in FOLDS}

@@ -157,6 +157,43 @@ def test_a_second_signal_stops_at_once(tmp_path):
     assert process.returncode == -signal.SIGINT
 
 
+@pytest.mark.parametrize("again", [False, True])
+def test_dvcs_sighup_handled_before_the_group_sigterm_is_one_stop(tmp_path, again):
+    """A scheduler's group SIGTERM kills dvc at once, so the stage gets SIGHUP (dvc died) and SIGTERM together, and
+    Python runs the SIGHUP handler first (signal-number order). That pair is one stop, reported as SIGTERM with the
+    stage's one line; a SIGTERM after the pair is a second signal and stops at once."""
+    process = run_script(
+        tmp_path,
+        f"""
+        import signal, time
+        from gliomil.runtime import interrupts
+        from gliomil.runtime.stage import run_stage
+
+        def main():
+            signal.raise_signal(signal.SIGHUP)  # the order the handlers run in when both are pending
+            signal.raise_signal(signal.SIGTERM)
+            if {again}:
+                signal.raise_signal(signal.SIGTERM)
+            for step in range(100):
+                time.sleep(0.01)
+                interrupts.check(f"at step {{step}}")
+            print("finished")
+
+        run_stage(main)
+        """,
+    )
+    out, err = process.communicate(timeout=30)
+    assert "finished" not in out and "Traceback" not in err
+    if again:
+        assert process.returncode == -signal.SIGTERM, err
+        return
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines() == [
+        "SIGHUP received (dvc or the terminal ended): stopping at the next safe point (again to stop at once)",
+        "error: stopped by SIGTERM at step 0; nothing of this stage was recorded: `dvc repro` runs it again",
+    ]
+
+
 def test_training_stops_at_the_next_safe_point(preprocessed, tmp_path, monkeypatch):
     bags = BagSet.load(preprocessed, read_manifest(preprocessed)["subject_id"].tolist())
     config = TrainConfig(epochs=3, bag_size=4, model=ModelConfig(width=4, depth=2), amp=False)

@@ -39,6 +39,7 @@ PACKAGING = {"bundle", "external", "aggregate"}
 BASELINES = {"baseline_features", "baselines"}
 
 
+@pytest.mark.xdist_group("tiny_run")
 def test_dvc_repro_runs_every_stage_then_is_up_to_date(tiny_run, tmp_path):
     out = tiny_run.output  # the session's from-scratch `dvc repro` of tiny_params(); checked on a copy of its repo
     assert stages_run(out) == {"check_params", "synthesize", "synthesize_external", "preprocess", "split"} | (
@@ -288,6 +289,7 @@ def test_three_folds_everywhere_and_bad_params_stop_before_any_stage(tmp_path):
     assert outputs() == before and "Data and pipelines are up to date." in dvc(repo, "status")
 
 
+@pytest.mark.xdist_group("tiny_run")
 def test_switching_params_back_restores_every_stage_from_the_run_cache(tiny_run_copy):
     """DVC saves every stage to its run-cache (each output is cached, or a metric or plot of its stage), so the
     second `dvc repro` after a change and its undoing restores everything and runs nothing."""

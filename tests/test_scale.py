@@ -20,8 +20,8 @@ from conftest import (
     run_tool,
     sigint_as_in_a_terminal,
     stages_run,
-    tiny_params,
     tool_env,
+    two_fold_params,
 )
 
 from gliomil.scale.fanout import _make_workers
@@ -29,24 +29,16 @@ from gliomil.scale.fanout import _make_workers
 pytestmark = pytest.mark.slow
 
 UPSTREAM = ("check_params", "synthesize", "preprocess", "split")
-FOLDS = (0, 1)
+FOLDS = (0, 1)  # two_fold_params()
 SBATCH = REPO / "docs" / "slurm_fanout.sbatch"
 FOLD_LINE = re.compile(
     r"^  fold (\d+): worker (\d+) \(.*\), (trained|restored from the run-cache), \+([\d.]+) s -> \+([\d.]+) s"
 )
 
 
-def _params(epochs: int = 2) -> dict:
-    """Tiny, two folds, and one pinned torch thread: the fan-out and a serial run then train bit for bit alike."""
-    params = tiny_params()
-    params["folds"] = list(FOLDS)
-    params["train"].update(threads=1, epochs=epochs)
-    return params
-
-
 def _repo(tmp_path: Path, name: str, params: dict | None = None) -> Path:
     (tmp_path / name).mkdir()
-    return make_pipeline_repo(tmp_path / name, params or _params())
+    return make_pipeline_repo(tmp_path / name, params or two_fold_params())
 
 
 def _fanout(repo: Path, *args, check: bool = True) -> subprocess.CompletedProcess:
@@ -82,8 +74,9 @@ def _commit_all(repo: Path, message: str) -> None:
     run_tool(["git", "commit", "-qm", message], repo)
 
 
+@pytest.mark.xdist_group("two_fold_run")
 def test_fanout_trains_the_folds_at_once_and_the_workspace_restores_them(finished_run, tmp_path):
-    serial_run = finished_run(_params())  # the session's serial `dvc repro` of these params, from scratch
+    serial_run = finished_run(two_fold_params())  # the session's serial `dvc repro` of these params, from scratch
     serial, serial_s = serial_run.repo, serial_run.seconds  # only read below
 
     repo = _repo(tmp_path, "fanout")
@@ -166,7 +159,7 @@ def test_fanout_refuses_uncommitted_changes_and_names_a_failed_fold(tmp_path):
 
 
 def test_ctrl_c_stops_the_workers_and_the_next_fanout_continues_their_folds(tmp_path):
-    repo = _repo(tmp_path, "repo", _params(epochs=4))
+    repo = _repo(tmp_path, "repo", two_fold_params(epochs=4))
     with sigint_as_in_a_terminal():
         process = subprocess.Popen(
             [sys.executable, "-m", "gliomil.cli", "fanout", "-j", "2"],
@@ -268,8 +261,9 @@ def _clone(source: Path, target: Path) -> Path:
     return target
 
 
+@pytest.mark.xdist_group("two_fold_run")
 def test_remote_round_trip_and_a_missing_object(finished_run, tmp_path):
-    repo = finished_run(_params()).copy(tmp_path / "origin" / "repo")  # after a from-scratch `dvc repro`
+    repo = finished_run(two_fold_params()).copy(tmp_path / "origin" / "repo")  # after a from-scratch `dvc repro`
     remote = tmp_path / "remote"
     dvc(repo, "remote", "add", "-d", "storage", str(remote))  # in .dvc/config, committed: every clone uses it
     dvc(repo, "push", "--run-cache")

@@ -11,7 +11,9 @@ at once. Outputs are written atomically (:mod:`gliomil.runtime.files`), so even 
 
 SIGHUP is what a stage receives when ``dvc`` dies (:func:`die_with_parent`): a scheduler's pre-emption sends
 SIGTERM to ``dvc`` and the stage together, ``dvc`` ends at once, and the stage must still reach its safe point
-(a train stage saves its state there), so a SIGHUP after another signal is not taken as the second one.
+(a train stage saves its state there), so a SIGHUP after another signal is not taken as the second one. The two
+arrive together and Python runs its handlers in signal-number order, so the SIGHUP is often handled first: the
+SIGTERM that follows it is the same stop, recorded as SIGTERM (what the scheduler sent), not a second signal.
 """
 
 from __future__ import annotations
@@ -30,12 +32,16 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _PARENT_AT_START = os.getppid()  # read when gliomil.runtime.interrupts is first imported: a stage's first lines
 _received: int | None = None
+_group_stop = False  # a SIGTERM taken with dvc's SIGHUP as one stop (see the module's docstring)
 
 
 def _handler(signum, frame) -> None:
-    global _received
+    global _received, _group_stop
     if _received is not None:  # asked twice: stop now, the default way
         if signum == signal.SIGHUP:  # dvc ending with this stage (a group SIGTERM): the stop is under way
+            return
+        if _received == signal.SIGHUP and signum == signal.SIGTERM and not _group_stop:
+            _received, _group_stop = signum, True  # the group SIGTERM whose dvc's SIGHUP was handled first
             return
         signal.signal(signum, signal.SIG_DFL)
         signal.raise_signal(signum)
