@@ -102,11 +102,11 @@ def tiny_params() -> dict:
 
 
 def two_fold_params(epochs: int = 2) -> dict:
-    """Tiny, two folds, and one pinned torch thread: a fan-out and a serial run then train bit for bit alike. The
-    session's finished run of these params serves the fan-out, the remote and the sweep's baseline."""
+    """Tiny, two folds; tiny_params()' one pinned torch thread makes a fan-out and a serial run train bit for bit
+    alike. The session's finished run of these params serves the fan-out, the remote and the sweep's baseline."""
     params = tiny_params()
     params["folds"] = [0, 1]
-    params["train"].update(threads=1, epochs=epochs)
+    params["train"]["epochs"] = epochs
     return params
 
 

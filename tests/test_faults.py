@@ -446,10 +446,14 @@ def test_workers_die_with_their_stage(tmp_path):
         """
     parent, stage = start_under_parent(tmp_path, stage_code, "stage ready")
     deadline = time.monotonic() + 20
-    while len(list(tmp_path.glob("running_*"))) < 2 and time.monotonic() < deadline:
+
+    def running() -> int:
+        return len(list(tmp_path.glob("running_*")))
+
+    while running() < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     workers = children(stage)
-    assert len(workers) == 2 and len(list(tmp_path.glob("running_*"))) == 2
+    assert len(workers) == 2 and running() == 2
     parent.kill()
     parent.wait(timeout=10)
     assert_gone([stage, *workers])
