@@ -74,7 +74,7 @@ def main():
 
     def read_batch():
         chosen = rng.choice(len(train_set), size=batch, replace=False)
-        slices, picks = draw_bags(train_set, chosen, config.bag_size, rng, config.augment)
+        slices, picks = draw_bags(train_set, chosen, config.bag_size, rng, config.augment, config.augment_geometry)
         tumour = np.concatenate([train_set.tumour_fraction[i][p] for i, p in zip(chosen, picks)])
         return (
             torch.from_numpy(slices),

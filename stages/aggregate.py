@@ -43,6 +43,10 @@ KNOBS = (
     "train.epochs",
     "train.model.aggregator",
     "train.instance_supervision",
+    "train.instance_target",
+    "train.model.slice_pooling",
+    "train.augment_geometry",
+    "train.tumour_blind",
     "seed",
 )
 CURVES = ("roc", "precision_recall", "calibration")
@@ -80,7 +84,8 @@ def main():
     write_json(paths.CV_SUMMARY, summary)
     # The decisions as evaluate made them (the probabilities in the table are rounded).
     at_half = threshold_metrics(predictions["label"].to_numpy(), predictions["predicted_at_0.5"].to_numpy(), 0.5)
-    write_json(paths.HEADLINE, headline(summary, at_half))
+    fingerprint = read_json(paths.FINGERPRINT_METRICS)
+    write_json(paths.HEADLINE, headline(summary, at_half, fingerprint))
     write_text(paths.CV_PLOTS / "pooled_predictions.csv", predictions.to_csv(index=False))
     for name in CURVES:
         write_text(paths.CV_PLOTS / f"{name}.csv", in_drawing_order(read_fold_tables(name, folds)).to_csv(index=False))
@@ -121,7 +126,10 @@ def main():
     knobs = {key: P.value(params, key) for key in KNOBS}
     images = ["reports/roc.png", "reports/confusion.png"]
     external, cohort = read_json(paths.EXTERNAL_METRICS), P.value(params, "external.root")
-    write_text("reports/audit.md", render_report(table, summary, records, items, knobs, images, external, cohort))
+    write_text(
+        "reports/audit.md",
+        render_report(table, summary, records, items, knobs, images, external, cohort, fingerprint),
+    )
     for item in items:
         print(f"[{item_verdict(item)}] {item.text}")
     pooled = summary["pooled"]

@@ -38,6 +38,8 @@ def main():
     split = FoldSplit.read(paths.fold_split(fold))
     val_set = BagSet.load(paths.PREPROCESSED, split.inner_val)
     test_set = BagSet.load(paths.PREPROCESSED, split.test)
+    if P.value(params, "train.tumour_blind"):  # the confound control is scored as it was trained
+        val_set, test_set = val_set.without_tumour_slices(), test_set.without_tumour_slices()
 
     val_scores = score_bags(model, val_set.bags, device, chunk, dtype)
     youden = youden_threshold(val_set.labels, val_scores.probabilities)

@@ -1,4 +1,5 @@
-"""Stage preprocess: BraTS-style tree at data.root -> data/preprocessed/ (slices, manifest, slice table)."""
+"""Stage preprocess: BraTS-style tree at data.root -> data/preprocessed/ (slices, manifest, slice table), and the
+cohort's fingerprint measured on the way (reports/fingerprint.csv, data/qc_thumbnails.npy)."""
 
 import _src  # noqa: F401  (first: gliomil from this checkout, see stages/_src.py)
 
@@ -8,13 +9,14 @@ import gliomil.runtime.blas  # noqa: F401  (first: pins OpenBLAS kernels before 
 
 # isort: split
 
+import numpy as np
 import pandas as pd
 
 from gliomil import params as P
 from gliomil import paths
 from gliomil.data.brats import find_subjects
 from gliomil.data.preprocess import PreprocessSettings, preprocess_cohort
-from gliomil.runtime.files import write_json, write_text
+from gliomil.runtime.files import write_json, write_text, write_with
 from gliomil.runtime.stage import run_stage
 
 METRICS = "metrics/preprocess.json"
@@ -42,6 +44,8 @@ def main():
     manifest = report.manifest
     skipped = pd.DataFrame(report.skipped, columns=["subject_id", "reason"])
     write_text(SKIPPED_REPORT, skipped.to_csv(index=False))
+    write_text(paths.FINGERPRINT_TABLE, report.fingerprint.to_csv(index=False))
+    write_with(paths.QC_THUMBNAILS, lambda f: np.save(f, report.thumbnails))
     write_json(
         METRICS,
         {

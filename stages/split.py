@@ -18,7 +18,10 @@ def main():
     params = P.load_params()
     folds = P.value(params, "folds")
     manifest = read_manifest(paths.PREPROCESSED)
-    splits = make_splits(manifest, len(folds), P.value(params, "split.inner_val_fraction"), P.value(params, "seed"))
+    settings = P.section(params, "split")
+    splits = make_splits(
+        manifest, len(folds), settings["inner_val_fraction"], P.value(params, "seed"), settings["group_by"]
+    )
     with atomic_directory(paths.SPLITS) as tmp:
         for split in splits:
             write_text(tmp / paths.fold_split(split.fold).name, split.to_json())

@@ -25,10 +25,13 @@ def main():
         seed=settings["seed"],
         workers=settings["workers"],
         progress=True,
+        sites=settings["sites"],
+        confound=settings["confound"],
     )
     print(
         f"synthesize: wrote {len(cases)} subjects ({settings['n_hgg']} HGG, {settings['n_lgg']} LGG, "
-        f"shape {list(settings['shape'])}) to {paths.SYNTHETIC}"
+        f"shape {list(settings['shape'])}, {settings['sites']} site(s)"
+        f"{', grade tied to site' if settings['confound'] else ''}) to {paths.SYNTHETIC}"
     )
 
 

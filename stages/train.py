@@ -66,6 +66,8 @@ def main():
     split = FoldSplit.read(paths.fold_split(fold))
     train_set = BagSet.load(paths.PREPROCESSED, split.train)
     val_set = BagSet.load(paths.PREPROCESSED, split.inner_val)
+    if config.tumour_blind:  # the confound control: no tumour voxel reaches the model
+        train_set, val_set = train_set.without_tumour_slices(), val_set.without_tumour_slices()
     work = paths.fold_resume(fold)
     state_path = work / "state.pt"
     # One writer per fold in this workspace: a second process (an orphan of a killed `dvc`, a second `dvc repro`)

@@ -427,6 +427,30 @@ def _signal_group(process: subprocess.Popen, signum: int) -> None:
         os.kill(pid, signum)
 
 
+def test_a_worker_signalled_before_its_initializer_ends_at_once(tmp_path):
+    """A SIGTERM that reaches a pool worker between its fork and its initializer is taken by the stage's inherited
+    handler, which only records it; the initializer then ends the worker, so terminate() never waits for a job."""
+    script = tmp_path / "worker.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os, signal, sys
+            from gliomil.runtime import interrupts
+            interrupts.install()
+            pid = os.fork()
+            if pid == 0:
+                os.kill(os.getpid(), signal.SIGTERM)  # lands on the inherited stage handler: recorded only
+                interrupts.worker_started()
+                os._exit(0)  # a worker that went on to its job
+            _, status = os.waitpid(pid, 0)
+            print(os.waitstatus_to_exitcode(status))
+            """
+        )
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=tool_env(), timeout=60)
+    assert result.stdout.strip() == str(128 + signal.SIGTERM), result.stdout + result.stderr
+
+
 def test_workers_die_with_their_stage(tmp_path):
     # Each job says when it runs: the parent is killed once both workers are past their start-up (a worker signalled
     # before its initializer has run is another case, noted in docs/faults.md).

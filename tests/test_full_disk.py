@@ -158,6 +158,7 @@ BUILD = [
     ("preprocess", []),
     ("split", []),
     ("baseline_features", []),
+    ("fingerprint", []),
     ("baselines", []),
     ("train", ["0"]),
     ("train", ["1"]),
@@ -215,7 +216,9 @@ EXTERNAL_CASE = "data/external_site/LGG/SynExt_LGG_002/SynExt_LGG_002"
 RESUME = ".dvc/tmp/gliomil/train_fold_0"
 TRAIN_OUTPUTS = ["models/fold_0", "plots/train/fold_0", "logs/train/fold_0", "metrics/train/fold_0.json"]
 PREPROCESS_OUTPUTS = ["data/preprocessed", "metrics/preprocess.json", "reports/preprocess_skipped.csv"]
+PREPROCESS_OUTPUTS += ["reports/fingerprint.csv", "data/qc_thumbnails.npy"]
 BASELINE_OUTPUTS = ["plots/baselines/predictions.csv", "metrics/baselines.json"]
+FINGERPRINT_OUTPUTS = ["metrics/fingerprint.json", "plots/fingerprint", "reports/qc_grid.png"]
 EVALUATE_OUTPUTS = ["metrics/eval/fold_0.json", "plots/eval/fold_0"]
 EXTERNAL_OUTPUTS = ["metrics/external.json", "plots/external"]
 AGGREGATE_OUTPUTS = [
@@ -238,9 +241,12 @@ CASES = [
     ("preprocess", [], PREPROCESS_OUTPUTS, "data/preprocessed/slices.csv"),
     ("preprocess", [], PREPROCESS_OUTPUTS, "reports/preprocess_skipped.csv"),
     ("preprocess", [], PREPROCESS_OUTPUTS, "metrics/preprocess.json"),
+    ("preprocess", [], PREPROCESS_OUTPUTS, "data/qc_thumbnails.npy"),
     ("split", [], ["data/splits", "metrics/split.json"], "data/splits/fold_1.json"),
     ("split", [], ["data/splits", "metrics/split.json"], "metrics/split.json"),
     ("baseline_features", [], ["data/baseline_features.csv"], "data/baseline_features.csv"),
+    ("fingerprint", [], FINGERPRINT_OUTPUTS, "reports/qc_grid.png"),
+    ("fingerprint", [], FINGERPRINT_OUTPUTS, "metrics/fingerprint.json"),
     ("baselines", [], BASELINE_OUTPUTS, "plots/baselines/predictions.csv"),
     ("baselines", [], BASELINE_OUTPUTS, "metrics/baselines.json"),
     ("train", ["0"], TRAIN_OUTPUTS, f"{RESUME}/model/best.pt"),

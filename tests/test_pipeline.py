@@ -35,8 +35,8 @@ pytestmark = pytest.mark.slow
 FOLD_STAGES = {f"{stage}@{k}" for stage in ("train", "evaluate") for k in range(5)}
 # What follows the models: the packaged model, its external validation and the report that includes both.
 PACKAGING = {"bundle", "external", "aggregate"}
-# The logistic-regression baselines: features once per cohort, a fit per split.
-BASELINES = {"baseline_features", "baselines"}
+# The logistic-regression baselines (features once per cohort, a fit per split) and the cohort's fingerprint.
+BASELINES = {"baseline_features", "baselines", "fingerprint"}
 
 
 @pytest.mark.xdist_group("tiny_run")
@@ -138,11 +138,15 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(tiny_run, tmp_path):
     params = tiny_params()
     params["preprocess"]["image_size"] = 12
     write_params(pipeline_repo, params)
-    # The baselines' features come from the NIfTI files, not the slices: baseline_features runs again (the
-    # manifest changed) and writes the same table, so the baselines restore nothing and do not run.
-    assert stages_run(repro(pipeline_repo)) == {"check_params", "preprocess", "split", "baseline_features"} | (
-        FOLD_STAGES | PACKAGING
-    )
+    # The baselines' features and the fingerprint come from the NIfTI files, not the slices: baseline_features and
+    # fingerprint run again (the manifest changed) and write the same tables, so the baselines do not run.
+    assert stages_run(repro(pipeline_repo)) == {
+        "check_params",
+        "preprocess",
+        "split",
+        "baseline_features",
+        "fingerprint",
+    } | (FOLD_STAGES | PACKAGING)
 
 
 def _predict_reproduces_preprocess_and_evaluate(repo: Path) -> None:

@@ -29,6 +29,7 @@ def test_manifest_and_slices_describe_every_subject(preprocessed, tiny_cohort):
         "subject_id",
         "patient_id",
         "grade",
+        "site",
         "label",
         "n_slices",
         "slices_file",
@@ -36,6 +37,11 @@ def test_manifest_and_slices_describe_every_subject(preprocessed, tiny_cohort):
         "source_files",
     ]
     assert (manifest["label"] == (manifest["grade"] == "HGG").astype(int)).all()
+    assert set(manifest["site"]) == {"unknown"}  # the built-in cohort's ids name no site
+    # the fingerprint measured on the way: one row and one thumbnail per kept subject, in manifest order
+    assert report.fingerprint["subject_id"].tolist() == manifest["subject_id"].tolist()
+    assert (report.fingerprint["n_slices"] == manifest["n_slices"]).all()
+    assert report.fingerprint["brain_ml"].gt(0).all() and report.thumbnails.shape[0] == len(manifest)
     slices = read_slice_table(out)
     for row in manifest.itertuples():
         bag = load_bag(out, row.subject_id)

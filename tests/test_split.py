@@ -97,3 +97,53 @@ def test_inner_validation_is_never_from_the_held_out_fold(brats2018_splits):
         assert set(split.inner_val).isdisjoint(split.test)
         assert len(split.inner_val) == pytest.approx(0.2 * (len(split.train) + len(split.inner_val)), abs=2)
     assert np.all([len(s.inner_val) > 0 for s in splits])
+
+
+# -- leave-site-out folds (split.group_by: site) ------------------------------------------------------------------
+
+
+def _with_sites(n_per_site: dict[str, tuple[int, int]]) -> pd.DataFrame:
+    """A manifest with ``(n_hgg, n_lgg)`` patients per site."""
+    rows = [
+        {"subject_id": f"{site}_{grade}_{k}", "grade": grade, "label": int(grade == "HGG"), "site": site}
+        for site, counts in n_per_site.items()
+        for grade, n in zip(("HGG", "LGG"), counts)
+        for k in range(n)
+    ]
+    frame = pd.DataFrame(rows)
+    frame["patient_id"] = frame["subject_id"]
+    return frame
+
+
+def test_leave_site_out_folds_never_split_a_site_and_hold_out_both_grades():
+    manifest = _with_sites({f"S{i}": (12 + i, 3 + i % 3) for i in range(8)})
+    splits = make_splits(manifest, 4, 0.2, seed=0, group_by="site")
+    site_of = dict(zip(manifest["subject_id"], manifest["site"]))
+    grade_of = dict(zip(manifest["subject_id"], manifest["grade"]))
+    assert sorted(s for split in splits for s in split.test) == sorted(manifest["subject_id"])
+    for split in splits:
+        held_out = {site_of[s] for s in split.test}
+        trained = {site_of[s] for s in split.train + split.inner_val}
+        assert held_out and not held_out & trained, split.fold  # no site on both sides
+        assert {grade_of[s] for s in split.test} == {"HGG", "LGG"}
+    # the patient-grouped folds of the same cohort do split sites: the option is what keeps them whole
+    by_patient = make_splits(manifest, 4, 0.2, seed=0)
+    assert any({site_of[s] for s in sp.test} & {site_of[s] for s in sp.train} for sp in by_patient)
+
+
+def test_leave_site_out_refuses_in_one_line_when_the_sites_cannot_give_both_grades():
+    # BraTS 2018's pattern: most sites hold one grade; here only 2 sites have LGG patients for 5 folds
+    manifest = _with_sites({"CBICA": (30, 0), "TCIA01": (20, 0), "TCIA09": (0, 10), "2013": (10, 10), "X": (9, 0)})
+    with pytest.raises(GliomilError) as info:
+        make_splits(manifest, 5, 0.2, seed=0, group_by="site")
+    assert str(info.value) == (
+        "split.group_by site: the LGG patients come from 2 site(s), fewer than the 5 folds that each need both "
+        "grades held out; use fewer folds or split.group_by: none"
+    )
+
+
+def test_leave_site_out_needs_every_site():
+    manifest = _with_sites({f"S{i}": (10, 5) for i in range(5)})
+    manifest.loc[3, "site"] = "unknown"
+    with pytest.raises(GliomilError, match=r"needs every subject's site; 1 are unknown \(first: S0_HGG_3\)"):
+        make_splits(manifest, 5, 0.2, seed=0, group_by="site")

@@ -18,7 +18,16 @@ import yaml
 
 from gliomil.errors import ParamsError
 from gliomil.nested import MISSING, flatten, lookup
-from gliomil.vocabulary import AGGREGATORS, LAYOUTS, MODALITIES, SEGMENTATION
+from gliomil.vocabulary import (
+    AGGREGATORS,
+    HAS_INSTANCE_SCORES,
+    INSTANCE_TARGETS,
+    LAYOUTS,
+    MODALITIES,
+    SEGMENTATION,
+    SLICE_POOLINGS,
+    SPLIT_GROUPS,
+)
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -117,6 +126,8 @@ SPEC: dict[str, Rule] = {
     "synthesize.n_lgg": integer(low=1),
     "synthesize.shape": integer_list(3, low=16),
     "synthesize.workers": integer(low=1),
+    "synthesize.sites": integer(1, 4),
+    "synthesize.confound": boolean(),
     "data.root": text(),
     "data.layout": choice(LAYOUTS),
     **{f"data.suffixes.{key}": text() for key in (*MODALITIES, SEGMENTATION)},
@@ -126,17 +137,21 @@ SPEC: dict[str, Rule] = {
     "preprocess.on_error": choice(("fail", "skip")),
     "preprocess.workers": integer(low=1),
     "split.inner_val_fraction": number(0.01, 0.5),
+    "split.group_by": choice(SPLIT_GROUPS),
     "train.epochs": integer(low=1),
     "train.batch_size": integer(low=1),
     "train.bag_size": integer(low=1),
     "train.weighted_sampler": boolean(),
     "train.augment": boolean(),
+    "train.augment_geometry": boolean(),
     "train.lr": number(0.0, 1.0),
     "train.lr_min": number(0.0, 1.0),
     "train.betas": number_list(2, 0.0, 0.9999),
     "train.weight_decay": number(low=0.0),
     "train.patience": integer(low=1),
     "train.instance_supervision": number(0.0, None),
+    "train.instance_target": choice(INSTANCE_TARGETS),
+    "train.tumour_blind": boolean(),
     "train.select_metric": choice(("loss", "auc")),
     "train.amp": boolean(),
     "train.threads": integer(low=0),
@@ -149,6 +164,7 @@ SPEC: dict[str, Rule] = {
     "train.model.passing_v": boolean(),
     "train.model.dropout_v": number(0.0, 0.99),
     "train.model.prediction": choice(("bag_stream", "both_streams")),
+    "train.model.slice_pooling": choice(SLICE_POOLINGS),
     "train.diagnostics.top_k": integer(low=1),
     "train.diagnostics.uniform_entropy": number(0.01, 1.0),
     "train.diagnostics.uniform_max_ratio": number(low=1.0),
@@ -221,9 +237,20 @@ def check_params(params: dict) -> None:
             raise ParamsError(f"params.yaml: unknown key '{key}' (did you mean '{nearest[0]}'?)")
     for key in SPEC:
         value(params, key)
+    if value(params, "synthesize.confound") and value(params, "synthesize.sites") < 2:
+        raise ParamsError("params.yaml: synthesize.confound ties grade to site and needs synthesize.sites >= 2")
     aggregator = value(params, "train.model.aggregator")
     if aggregator != "dsmil" and value(params, "train.model.prediction") == "both_streams":
         raise ParamsError(
             f"params.yaml: train.model.prediction both_streams reads DSMIL's second stream, which aggregator "
             f"{aggregator} has not; set train.model.prediction: bag_stream"
+        )
+    if (
+        value(params, "train.instance_supervision") > 0
+        and value(params, "train.instance_target") == "grade"
+        and not HAS_INSTANCE_SCORES[aggregator]
+    ):
+        raise ParamsError(
+            f"params.yaml: train.instance_target grade supervises instance scores, which aggregator {aggregator} "
+            "has not; use train.instance_target: tumour or another aggregator"
         )

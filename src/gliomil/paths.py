@@ -18,6 +18,11 @@ EXTERNAL_PLOTS = Path("plots/external")
 BASELINE_FEATURES = Path("data/baseline_features.csv")
 BASELINE_PREDICTIONS = Path("plots/baselines/predictions.csv")
 BASELINE_METRICS = Path("metrics/baselines.json")
+FINGERPRINT_TABLE = Path("reports/fingerprint.csv")
+QC_THUMBNAILS = Path("data/qc_thumbnails.npy")
+FINGERPRINT_METRICS = Path("metrics/fingerprint.json")
+FINGERPRINT_PLOTS = Path("plots/fingerprint")
+QC_GRID = Path("reports/qc_grid.png")
 
 
 def fold_split(fold: int) -> Path:

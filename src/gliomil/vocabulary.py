@@ -22,6 +22,19 @@ AGGREGATORS = ("dsmil", "mean", "max", "abmil")
 HAS_ATTENTION = {"dsmil": True, "mean": False, "max": False, "abmil": True}
 HAS_INSTANCE_SCORES = {"dsmil": True, "mean": True, "max": True, "abmil": False}
 
+# The site of a subject whose files, ids and tables name none (gliomil.data.sites).
+UNKNOWN_SITE = "unknown"
+
+# What the held-out folds keep whole (split.group_by): each patient, or each site (leave-site-out).
+SPLIT_GROUPS = ("none", "site")
+
+# How the slice encoder pools its last feature map into a slice's feature vector (train.model.slice_pooling).
+SLICE_POOLINGS = ("mean", "max", "mean_max")
+
+# What training-only instance supervision teaches the instance stream (train.instance_target): where the tumour is
+# within a bag (``tumour``), or that a tumour slice of an HGG bag is HGG and every other slice is not (``grade``).
+INSTANCE_TARGETS = ("tumour", "grade")
+
 
 def grade_of(label: int) -> str:
     """The grade of a 0/1 label."""

@@ -63,6 +63,31 @@ class BagSet:
         labels = np.array(by_id.loc[subject_ids, "label"], dtype=np.int64)
         return cls(list(subject_ids), labels, bags, tumour, position)
 
+    def without_tumour_slices(self) -> BagSet:
+        """The tumour-blind view of these bags (``train.tumour_blind``, the confound audit's control): each bag
+        keeps only its slices without a tumour voxel (tumour fraction 0 on the full-resolution plane, before any
+        resizing could blur a tumour into a neighbour), so no tumour voxel reaches the model.
+
+        Dropping whole slices rather than blanking the tumour inside them: a blanked hole has the tumour's shape
+        and place, which the model could learn from. What remains is the brain away from the tumour, where only
+        mass effect and the acquisition can tell the grades apart. Raises :class:`GliomilError` naming the subject
+        when a bag has no segmentation (unknown fractions) or no slice without tumour.
+        """
+        bags, tumour, position = [], [], []
+        for sid, bag, fractions, where in zip(self.subject_ids, self.bags, self.tumour_fraction, self.position):
+            if np.isnan(fractions).any():
+                raise GliomilError(
+                    f"train.tumour_blind needs every subject's segmentation; {sid} has none "
+                    "(set train.tumour_blind: false)"
+                )
+            keep = np.flatnonzero(fractions == 0)
+            if keep.size == 0:
+                raise GliomilError(f"train.tumour_blind: every kept slice of {sid} holds tumour; nothing is left")
+            bags.append(bag[keep])
+            tumour.append(fractions[keep])
+            position.append(where[keep])
+        return BagSet(list(self.subject_ids), self.labels.copy(), bags, tumour, position)
+
     def class_counts(self) -> tuple[int, int]:
         """(n_lgg, n_hgg)."""
         n_hgg = int(self.labels.sum())
@@ -92,28 +117,47 @@ def epoch_order(labels: np.ndarray, rng: np.random.Generator, weighted_sampler: 
 
 
 def augment_bag(
-    slices: np.ndarray, rng: np.random.Generator, gain_sigma: float = 0.1, out: np.ndarray | None = None
+    slices: np.ndarray,
+    rng: np.random.Generator,
+    gain_sigma: float = 0.1,
+    out: np.ndarray | None = None,
+    geometry: bool = False,
 ) -> np.ndarray:
     """Random left-right flip and per-modality gain of one bag's slices (S, 4, H, W), applied to the whole bag.
 
     The same transform for every slice of a bag keeps the volume consistent. A gain (multiplying
     the z-scored intensities by ``exp(N(0, gain_sigma))``) mimics scanner-to-scanner contrast
     differences and keeps the background at 0. Axis -2 is the patient's left-right axis (RAS).
+    ``geometry`` (``train.augment_geometry``) adds a random in-plane rotation by 0, 90, 180 or 270 degrees and a
+    random anterior-posterior flip (square slices only): the eight symmetries of the square, drawn after the
+    flip and gain so that ``geometry=False`` draws exactly what it always drew.
     Returns float32 (S, 4, H, W), written into ``out`` when given.
     """
     gains = np.exp(rng.normal(0.0, gain_sigma, size=(1, slices.shape[1], 1, 1))).astype(np.float32)
     if rng.random() < 0.5:
         slices = slices[..., ::-1, :]
+    if geometry:
+        if slices.shape[-1] != slices.shape[-2]:
+            raise ValueError(f"geometric augmentation needs square slices, got {slices.shape[-2:]}")
+        slices = np.rot90(slices, k=int(rng.integers(4)), axes=(-2, -1))
+        if rng.random() < 0.5:
+            slices = slices[..., ::-1]
     return np.multiply(slices, gains, out=out)
 
 
 def draw_bags(
-    bag_set: BagSet, indices: np.ndarray, bag_size: int, rng: np.random.Generator, augment: bool
+    bag_set: BagSet,
+    indices: np.ndarray,
+    bag_size: int,
+    rng: np.random.Generator,
+    augment: bool,
+    geometry: bool = False,
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """The slices of one training step: a random bag of each chosen subject, concatenated.
 
     Returns float32 (sum N_b, 4, H, W) and, per bag, the indices of its slices within the subject.
-    Each bag is converted (and augmented) straight into its part of the output: one pass over the data.
+    Each bag is converted (and augmented, :func:`augment_bag` with ``geometry``) straight into its part of the
+    output: one pass over the data.
     """
     picks = [sample_slices(len(bag_set.bags[i]), bag_size, rng) for i in indices]
     slices = np.empty((sum(len(p) for p in picks), *bag_set.bags[indices[0]].shape[1:]), dtype=np.float32)
@@ -121,7 +165,7 @@ def draw_bags(
     for i, p in zip(indices, picks):
         part = slices[start : start + len(p)]
         if augment:
-            augment_bag(bag_set.bags[i][p], rng, out=part)
+            augment_bag(bag_set.bags[i][p], rng, out=part, geometry=geometry)
         else:
             part[...] = bag_set.bags[i][p]
         start += len(p)

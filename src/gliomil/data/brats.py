@@ -5,7 +5,10 @@ Layouts understood by :func:`find_subjects`:
 * ``brats2018`` (BraTS 2018/2019): ``<root>/{HGG,LGG}/<case>/<case>_<suffix>.nii[.gz]``.
 * ``brats2020``: flat ``<root>/<case>/`` folders plus ``<root>/name_mapping.csv``, whose
   cross-year ID columns tie repeated scans of one patient together.
-* ``csv``: ``<root>/labels.csv`` (``subject_id,grade[,patient_id]``) plus ``<root>/<subject_id>/``.
+* ``csv``: ``<root>/labels.csv`` (``subject_id,grade[,patient_id][,site]``) plus ``<root>/<subject_id>/``.
+
+Every subject gets its contributing site (:mod:`gliomil.data.sites`): from the ``site`` column, the id, or BraTS
+2020's ``name_mapping.csv``; ``unknown`` where none says.
 
 :func:`find_cases` also accepts cases whose grade is unknown (what ``gliomil predict`` scores): one case
 folder, a folder of case folders, or a folder of loose ``<case>_<suffix>.nii[.gz]`` files.
@@ -28,6 +31,7 @@ import pandas as pd
 from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 
+from gliomil.data.sites import UNKNOWN_SITE, check_site, site_from_id, site_from_name_mapping
 from gliomil.errors import GliomilError, InputError
 from gliomil.vocabulary import GRADES, LAYOUTS, MODALITIES, SEGMENTATION
 
@@ -64,6 +68,7 @@ class Subject:
     grade: str | None  # "HGG" or "LGG"; None for a case to predict whose grade is unknown
     patient_id: str  # subjects sharing it are the same patient; defaults to subject_id
     directory: Path
+    site: str = UNKNOWN_SITE  # the contributing site (gliomil.data.sites), "unknown" where nothing names it
 
 
 @dataclass
@@ -139,7 +144,7 @@ def _brats2018_subjects(root: Path) -> tuple[list[Subject], Path]:
     if not grade_dirs:
         raise GliomilError(f"brats2018 layout needs an HGG/ or LGG/ folder in {root}; found neither")
     subjects = [
-        Subject(case.name, grade_dir.name, case.name, case)
+        Subject(case.name, grade_dir.name, case.name, case, site_from_id(case.name))
         for grade_dir in grade_dirs
         for case in grade_dir.iterdir()
         # Hidden entries are OS clutter (.DS_Store, ._ AppleDouble files), never cases.
@@ -153,9 +158,10 @@ def _brats2020_subjects(root: Path) -> tuple[list[Subject], Path]:
     table = _read_table(path, ("Grade", *CROSS_YEAR_ID_COLUMNS, BRATS2020_ID_COLUMN))
     subject_ids = table[BRATS2020_ID_COLUMN].tolist()
     patient_ids = _group_patients(subject_ids, table[list(CROSS_YEAR_ID_COLUMNS)].values.tolist())
+    sites = [site_from_name_mapping(row) for row in table.to_dict("records")]
     subjects = [
-        Subject(subject_id, grade, patient_id, root / subject_id)
-        for subject_id, grade, patient_id in zip(subject_ids, table["Grade"], patient_ids)
+        Subject(subject_id, grade, patient_id, root / subject_id, site)
+        for subject_id, grade, patient_id, site in zip(subject_ids, table["Grade"], patient_ids, sites)
     ]
     return subjects, path
 
@@ -165,9 +171,15 @@ def _csv_subjects(root: Path) -> tuple[list[Subject], Path]:
     table = _read_table(path, ("subject_id", "grade"))
     subject_ids = table["subject_id"].tolist()
     patient_ids = table["patient_id"].tolist() if "patient_id" in table.columns else subject_ids
+    # Row numbers as a spreadsheet shows them: the header is row 1.
+    named = (
+        [check_site(cell, f"{path}: row {row + 2} ({subject_ids[row]})") for row, cell in enumerate(table["site"])]
+        if "site" in table.columns
+        else [""] * len(subject_ids)
+    )
     subjects = [
-        Subject(subject_id, grade, patient_id or subject_id, root / subject_id)
-        for subject_id, grade, patient_id in zip(subject_ids, table["grade"], patient_ids)
+        Subject(subject_id, grade, patient_id or subject_id, root / subject_id, site or site_from_id(subject_id))
+        for subject_id, grade, patient_id, site in zip(subject_ids, table["grade"], patient_ids, named)
     ]
     return subjects, path
 

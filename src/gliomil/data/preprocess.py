@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from gliomil.data.brats import SUFFIX_KEYS, Subject, Volumes, check_suffixes, load_volumes, resolve_files
+from gliomil.data.fingerprint import FINGERPRINT_PERCENTILES, fingerprint_row, pad_thumbnails, qc_thumbnail
 from gliomil.data.slices import MANIFEST, SLICE_DIR, SLICE_TABLE, content_hash
 from gliomil.errors import GliomilError, InputError
 from gliomil.runtime.files import atomic_directory, make_directory, write_text, write_with
@@ -72,6 +73,10 @@ class SliceBag:
     brain_fraction: np.ndarray  # float (S,) share of the square crop that is brain
     tumour_fraction: np.ndarray  # float (S,) share of the slice's brain that is tumour (seg > 0); NaN without seg
     geometry: SliceGeometry
+    brain_voxels: int = 0  # voxels of the brain mask
+    # float64 (4, len(FINGERPRINT_PERCENTILES)): each modality's raw brain intensity percentiles, read off the sort
+    # that the z-scoring does anyway (the cohort's fingerprint, gliomil.data.fingerprint, costs nothing extra)
+    brain_percentiles: np.ndarray | None = None
 
 
 def brain_mask(images: np.ndarray) -> np.ndarray:
@@ -96,17 +101,20 @@ class ZScore(NamedTuple):
     std: float
 
 
-def zscore_parameters(brain: np.ndarray, percentiles=(0.5, 99.5)) -> ZScore:
+def zscore_parameters(brain: np.ndarray, percentiles=(0.5, 99.5), raw_percentiles=None) -> ZScore:
     """Clip range and z-score statistics of one modality from its brain voxels.
 
     brain: float32 (N,), N >= 1, the modality's values at the brain voxels; sorted and clipped in place.
     low and high are the given percentiles (0-100) of ``brain``, interpolated linearly as np.percentile
     does; mean and std (population) are those of ``brain`` clipped to [low, high], accumulated in float64
     without float64 copies. A constant modality gets std 1: it has no contrast to standardise, and
-    centring it at 0 keeps it harmless.
+    centring it at 0 keeps it harmless. ``raw_percentiles``, a float64 array, receives the ``FINGERPRINT_PERCENTILES``
+    of the unclipped values (read off the same sort).
     """
     # numpy's SIMD sort beats np.partition with the four ranks needed, and leaves every rank readable.
     brain.sort()
+    if raw_percentiles is not None:
+        raw_percentiles[:] = _sorted_percentiles(brain, FINGERPRINT_PERCENTILES)
     low, high = _sorted_percentiles(brain, percentiles)
     np.clip(brain, low, high, out=brain)
     mean = float(brain.mean(dtype=np.float64))
@@ -224,11 +232,13 @@ def preprocess_volumes(volumes: Volumes, settings: PreprocessSettings) -> SliceB
         tumour_fraction = tumour_pixels / np.maximum(brain_pixels[keep], 1)
 
     slices = np.empty((keep.size, len(images), settings.image_size, settings.image_size), dtype=np.float16)
+    raw = np.empty((len(images), len(FINGERPRINT_PERCENTILES)))
     for channel, volume in enumerate(images):
         planes = volume[x_box, y_box].T
-        zscore = zscore_parameters(planes[z_box][brain_in_box], settings.clip_percentiles)
+        zscore = zscore_parameters(planes[z_box][brain_in_box], settings.clip_percentiles, raw[channel])
         slices[:, channel] = geometry.resize(clip_and_zscore(planes[keep], kept_mask, zscore))
-    return SliceBag(slices, keep, position, brain_fraction[keep], tumour_fraction, geometry)
+    brain_voxels = int(brain_pixels.sum())
+    return SliceBag(slices, keep, position, brain_fraction[keep], tumour_fraction, geometry, brain_voxels, raw)
 
 
 # -- cohort ---------------------------------------------------------------------------------
@@ -268,11 +278,22 @@ def _process_subject(job: _Job):
         "subject_id": subject.subject_id,
         "patient_id": subject.patient_id,
         "grade": subject.grade,
+        "site": subject.site,
         "label": LABELS[subject.grade],
         "n_slices": len(bag.slices),
         "slices_file": f"{SLICE_DIR}/{subject.subject_id}.npy",
         "content_sha256": content_hash(bag.slices),
         "source_files": ";".join(str(volumes.files[key]) for key in SUFFIX_KEYS),
+    }
+    # The fingerprint while the volumes are in memory (gliomil.data.fingerprint): a second read would cost as much.
+    thumbnail, qc_slice = qc_thumbnail(volumes, bag.brain_percentiles, int(bag.z_index[len(bag.z_index) // 2]))
+    fingerprint = {
+        "subject_id": subject.subject_id,
+        "grade": subject.grade,
+        "site": subject.site,
+        "n_slices": len(bag.slices),
+        **fingerprint_row(volumes, bag.brain_voxels, bag.brain_percentiles),
+        "qc_slice": qc_slice,
     }
     slice_rows = pd.DataFrame(
         {
@@ -284,7 +305,7 @@ def _process_subject(job: _Job):
             "tumour_fraction": bag.tumour_fraction.round(6),
         }
     )
-    return subject, None, (row, slice_rows)
+    return subject, None, (row, slice_rows, fingerprint, thumbnail)
 
 
 @dataclass
@@ -292,6 +313,8 @@ class CohortReport:
     subjects_found: int
     manifest: pd.DataFrame
     skipped: list[tuple[str, str]]  # (subject_id, reason)
+    fingerprint: pd.DataFrame  # one row per kept subject, in manifest order (gliomil.data.fingerprint)
+    thumbnails: np.ndarray  # float16 (kept subjects, size, 2 * size), NaN-padded QC thumbnails, in manifest order
 
 
 def preprocess_cohort(
@@ -306,13 +329,13 @@ def preprocess_cohort(
     """Preprocess ``subjects`` into ``out_dir`` (replaced only on success).
 
     Subjects stream through ``workers`` processes one at a time each, so peak memory does not grow
-    with the cohort. With ``on_error="fail"`` the first bad subject raises :class:`InputError` and
+    with the cohort. The report carries the kept subjects' fingerprint and QC thumbnails for the caller to write. With ``on_error="fail"`` the first bad subject raises :class:`InputError` and
     nothing is left behind; with ``"skip"`` bad subjects are listed in the report instead.
     Output is identical for any number of workers. Raises ValueError for ``suffixes`` that do not name
     every file (before any work: in the workers it would read as a bad subject).
     """
     check_suffixes(suffixes)
-    rows, slice_tables, skipped = [], [], []
+    rows, slice_tables, fingerprints, thumbnails, skipped = [], [], [], [], []
     with atomic_directory(out_dir) as tmp_dir:
         make_directory(tmp_dir / SLICE_DIR)
         jobs = [_Job(s, dict(suffixes), settings, tmp_dir) for s in subjects]
@@ -326,9 +349,11 @@ def preprocess_cohort(
                 continue
             rows.append(result[0])
             slice_tables.append(result[1])
+            fingerprints.append(result[2])
+            thumbnails.append(result[3])
         if not rows:
             raise GliomilError(f"no usable subject among {len(subjects)} (all were skipped)")
         manifest = pd.DataFrame(rows)
         write_text(tmp_dir / MANIFEST, manifest.to_csv(index=False))
         write_text(tmp_dir / SLICE_TABLE, pd.concat(slice_tables, ignore_index=True).to_csv(index=False))
-    return CohortReport(len(subjects), manifest, skipped)
+    return CohortReport(len(subjects), manifest, skipped, pd.DataFrame(fingerprints), pad_thumbnails(thumbnails))

@@ -30,7 +30,7 @@ def content_hash(array: np.ndarray) -> str:
 
 def read_manifest(preprocessed_dir: str | Path) -> pd.DataFrame:
     """The per-subject manifest written by :func:`preprocess_cohort`."""
-    return pd.read_csv(Path(preprocessed_dir) / MANIFEST, dtype={"subject_id": str, "patient_id": str})
+    return pd.read_csv(Path(preprocessed_dir) / MANIFEST, dtype={"subject_id": str, "patient_id": str, "site": str})
 
 
 def read_slice_table(preprocessed_dir: str | Path) -> pd.DataFrame:

@@ -4,6 +4,10 @@ Every subject lands in exactly one held-out (test) fold; inside each fold's trai
 stratified inner-validation set is held back for model selection and threshold choice, so the
 held-out fold is never used for either. Subjects that are the same patient (same
 ``patient_id``) always stay on the same side of every split.
+
+With ``group_by="site"`` (``split.group_by``) the held-out folds are leave-site-out: each site's patients are held
+out together, so a fold's model is always scored on sites it never trained on, and grades are stratified as far as
+the sites allow. A cohort whose sites cannot give every held-out fold both grades is refused in one line.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from gliomil.errors import GliomilError
-from gliomil.vocabulary import GRADES
+from gliomil.vocabulary import GRADES, SPLIT_GROUPS, UNKNOWN_SITE
 
 
 @dataclass(frozen=True)
@@ -62,18 +66,58 @@ def _stratified_group_parts(labels: np.ndarray, groups: np.ndarray, n_splits: in
     return part
 
 
-def make_splits(manifest: pd.DataFrame, n_folds: int, inner_val_fraction: float, seed: int) -> list[FoldSplit]:
-    """Split the subjects of ``manifest`` (columns subject_id, patient_id, label) into ``n_folds`` folds.
+def _site_groups(manifest: pd.DataFrame, labels: np.ndarray, n_folds: int) -> np.ndarray:
+    """The site of every subject, for leave-site-out folds; GliomilError (one line) when a site is unknown, a
+    patient spans sites, or a grade comes from fewer sites than there are folds."""
+    sites = manifest["site"].fillna(UNKNOWN_SITE).to_numpy(dtype=str)
+    unknown = manifest["subject_id"][sites == UNKNOWN_SITE].tolist()
+    if unknown:
+        raise GliomilError(
+            f"split.group_by site needs every subject's site; {len(unknown)} are unknown (first: {unknown[0]}); "
+            "name them in a site column of labels.csv or set split.group_by: none"
+        )
+    per_patient = manifest.assign(site=sites).groupby("patient_id")["site"].nunique()
+    if (per_patient > 1).any():
+        raise GliomilError(f"split.group_by site: patient {per_patient[per_patient > 1].index[0]} spans several sites")
+    for label, grade in enumerate(GRADES):
+        n_sites = len(np.unique(sites[labels == label]))
+        if n_sites < n_folds:
+            raise GliomilError(
+                f"split.group_by site: the {grade} patients come from {n_sites} site(s), fewer than the {n_folds} "
+                f"folds that each need both grades held out; use fewer folds or split.group_by: none"
+            )
+    return sites
 
-    The inner-validation set of each fold is one part of a stratified, grouped split of that fold's
-    training subjects into ``round(1 / inner_val_fraction)`` parts (at least 2), so its realised share
+
+def make_splits(
+    manifest: pd.DataFrame, n_folds: int, inner_val_fraction: float, seed: int, group_by: str = "none"
+) -> list[FoldSplit]:
+    """Split the subjects of ``manifest`` (columns subject_id, patient_id, label; ``site`` for
+    ``group_by="site"``) into ``n_folds`` folds.
+
+    The held-out folds are grouped by patient (``group_by="none"``) or by site (leave-site-out, see the module
+    docstring). The inner-validation set of each fold is one part of a stratified, patient-grouped split of that
+    fold's training subjects into ``round(1 / inner_val_fraction)`` parts (at least 2), so its realised share
     is close to ``inner_val_fraction``. Ids are listed in manifest order.
     """
+    if group_by not in SPLIT_GROUPS:
+        raise ValueError(f"group_by must be one of {SPLIT_GROUPS}, got {group_by!r}")
     ids = manifest["subject_id"].to_numpy(dtype=str)
     labels = manifest["label"].to_numpy(dtype=int)
     groups = manifest["patient_id"].to_numpy(dtype=str)
     _check_enough_patients(labels, groups, n_folds, f"split into {n_folds} folds")
-    test_fold = _stratified_group_parts(labels, groups, n_folds, seed)
+    if group_by == "site":
+        sites = _site_groups(manifest, labels, n_folds)
+        test_fold = _stratified_group_parts(labels, sites, n_folds, seed)
+        for fold in range(n_folds):
+            held_out = set(labels[test_fold == fold].tolist())
+            if held_out != {0, 1}:
+                raise GliomilError(
+                    f"split.group_by site: no assignment of whole sites gives held-out fold {fold} both grades "
+                    f"(it holds only {GRADES[held_out.pop()]}); use fewer folds or split.group_by: none"
+                )
+    else:
+        test_fold = _stratified_group_parts(labels, groups, n_folds, seed)
 
     n_inner = max(2, round(1.0 / inner_val_fraction))
     splits = []

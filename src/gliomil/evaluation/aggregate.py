@@ -105,10 +105,12 @@ def against_baselines(predictions: pd.DataFrame, baselines: pd.DataFrame, level:
     return compared
 
 
-def headline(summary: dict, pooled_at_half: dict) -> dict[str, float]:
+def headline(summary: dict, pooled_at_half: dict, fingerprint: dict | None = None) -> dict[str, float]:
     """The few numbers a sweep is read by (``dvc exp show``): pooled held-out AUC with its interval, pooled
-    inner-validation AUC, pooled balanced accuracy and per-grade recall at 0.5, folds flagged at 0.5, and per
-    baseline (``summary["baselines"]``, when there) its pooled AUC and the model's AUC minus it."""
+    inner-validation AUC, pooled balanced accuracy and per-grade recall at 0.5, folds flagged at 0.5, per
+    baseline (``summary["baselines"]``, when there) its pooled AUC and the model's AUC minus it, and from the
+    cohort's ``fingerprint`` (metrics/fingerprint.json, when given) the share of patients in single-grade sites
+    and the highest nuisance AUC of an acquisition property."""
     pooled, statuses = summary["pooled"], summary["status_at_0.5"]
     versus = {}
     for name, test in summary.get("baselines", {}).items():
@@ -124,6 +126,14 @@ def headline(summary: dict, pooled_at_half: dict) -> dict[str, float]:
         "lgg_recall": pooled_at_half["specificity"],
         "folds_flagged": statuses["Critical"] + statuses["Needs improvement"],
         **versus,
+        **(
+            {
+                "single_grade_site_share": fingerprint["sites"]["share_in_single_grade_sites"],
+                "nuisance_auc_max": max(row["ranking_auc"] for row in fingerprint["nuisance"]),
+            }
+            if fingerprint
+            else {}
+        ),
     }
 
 

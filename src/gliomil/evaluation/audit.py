@@ -199,9 +199,11 @@ def render_report(
     images: list[str],
     external: dict | None = None,
     external_cohort: str = "",
+    fingerprint: dict | None = None,
 ) -> str:
     """The Markdown text of reports/audit.md; ``knobs`` are the params it names (``{"seed": 42, ...}``);
-    ``external`` is the external stage's metrics/external.json (of the cohort at ``external_cohort``), if any."""
+    ``external`` is the external stage's metrics/external.json (of the cohort at ``external_cohort``), if any;
+    ``fingerprint`` the fingerprint stage's metrics/fingerprint.json (:func:`confounds_section`), if any."""
     stats = summary["folds_mean_std"]
 
     def mean_std(key):
@@ -274,6 +276,7 @@ def render_report(
         ),
         "",
         *(external_section(external, external_cohort, pooled) if external else []),
+        *(confounds_section(fingerprint) if fingerprint else []),
         "## Verification checklist",
         "",
         *[
@@ -309,6 +312,59 @@ def baselines_section(baselines: dict) -> list[str]:
             f"{test['difference']:+.3f} ({test['ci_low']:+.3f} to {test['ci_high']:+.3f}) | {format_p(test['p'])} |"
         )
     return [*lines, ""]
+
+
+def confounds_section(fingerprint: dict) -> list[str]:
+    """Lines of the report's confound section (grade or scanner?), from the fingerprint stage's
+    metrics/fingerprint.json (:mod:`gliomil.evaluation.confounds`): the site x grade table with a warning per
+    single-grade site, and each acquisition property's nuisance AUC with its DeLong interval."""
+    sites, nuisance = fingerprint["sites"], fingerprint["nuisance"]
+    lines = ["## Confounds: grade or scanner?", ""]
+    if sites["known_sites"] == 0:
+        lines += [
+            f"No subject's site is known (all {fingerprint['subjects']} `unknown`: ids that name no site, no "
+            "`site` column in labels.csv), so the site x grade check cannot run.",
+            "",
+        ]
+    else:
+        share = sites["share_in_single_grade_sites"]
+        lines += [
+            "| Site | LGG | HGG | Total |",
+            "|---|---|---|---|",
+            *[
+                f"| {row['site']}{' (single grade)' if row['single_grade'] else ''} | {row['LGG']} | {row['HGG']} | "
+                f"{row['total']} |"
+                for row in sites["table"]
+            ],
+            "",
+            *[f"- **warning**: {warning}" for warning in sites["warnings"]],
+            f"- {share:.0%} of the patients are in single-grade sites"
+            + (": a model that recognises the site knows their grade." if share else "."),
+            "",
+        ]
+    flagged = ", ".join(f"`{row['property']}`" for row in nuisance if row["flagged"])
+    lines += [
+        "How well each acquisition property alone ranks the grades (AUC read in the direction that ranks better; "
+        "DeLong 95% interval). Flagged: AUC >= 0.70 with its Bonferroni-simultaneous interval over the "
+        f"{len(nuisance)} properties above 0.5.",
+        "",
+        "| Property | Direction | Ranking AUC (95% CI) | Flagged |",
+        "|---|---|---|---|",
+        *[
+            f"| `{row['property']}` | {row['direction']} | {row['ranking_auc']:.3f} ({row['ci_low']:.3f} to "
+            f"{row['ci_high']:.3f}) | {'**yes**' if row['flagged'] else 'no'} |"
+            for row in nuisance
+        ],
+        "",
+        (
+            f"- **warning**: {flagged} alone rank(s) the grades: a "
+            "model can learn the acquisition instead of the tumour."
+            if flagged
+            else "- No acquisition property ranks the grades beyond the warning level."
+        ),
+        "",
+    ]
+    return lines
 
 
 def _with_ci(metrics: dict, key: str, method: str) -> str:

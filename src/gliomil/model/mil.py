@@ -62,6 +62,7 @@ class MILModel(nn.Module):
         passing_v: bool = False,
         dropout_v: float = 0.0,
         prediction: str = "bag_stream",
+        slice_pooling: str = "mean",
     ):
         super().__init__()
         if aggregator not in AGGREGATORS:
@@ -71,7 +72,7 @@ class MILModel(nn.Module):
         if prediction == "both_streams" and aggregator != "dsmil":
             raise ValueError(f"prediction both_streams needs DSMIL's second stream; aggregator {aggregator} has one")
         self.prediction = prediction
-        self.encoder = SliceEncoder(in_channels, width, depth)
+        self.encoder = SliceEncoder(in_channels, width, depth, slice_pooling)
         features = self.encoder.out_features
         if aggregator == "dsmil":
             self.aggregator = DSMILAggregator(features, self.n_classes, nonlinear_q, passing_v, dropout_v)
@@ -129,6 +130,7 @@ class ModelConfig:
     passing_v: bool = False
     dropout_v: float = 0.0
     prediction: str = "bag_stream"  # one of PREDICTIONS
+    slice_pooling: str = "mean"  # one of gliomil.vocabulary.SLICE_POOLINGS: the encoder's pooling over a slice
 
     def build(self) -> MILModel:
         return MILModel(
@@ -140,4 +142,5 @@ class ModelConfig:
             passing_v=self.passing_v,
             dropout_v=self.dropout_v,
             prediction=self.prediction,
+            slice_pooling=self.slice_pooling,
         )

@@ -127,3 +127,7 @@ def worker_started() -> None:
     die_with_parent(os.getppid(), signal.SIGKILL)  # this module's import-time parent is the stage's, not this worker's
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if _received is not None:
+        # A signal between the fork and this line went to the stage's inherited handler, which only records it (or
+        # the stage was already stopping when it forked): a pool's terminate() must not wait for this worker's job.
+        os._exit(128 + _received)

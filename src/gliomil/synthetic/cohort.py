@@ -103,6 +103,30 @@ class Acquisition:
 
 BUILT_IN_SITE = Acquisition()
 
+#: The scanners of a multi-site built-in cohort (``synthesize.sites`` > 1), in site order: each site's
+#: :class:`Acquisition` and the factor on the cohort's in-plane voxel count (0.8: coarser in-plane voxels). Site 1 is
+#: the built-in scanner; sites 3 and 4 image at a coarser resolution, so a confounded cohort (``confound``: HGG from
+#: the first half of the sites, LGG from the rest) also differs in voxel size between the grades, as TCGA's
+#: institutions did.
+SITE_SCANNERS = (
+    (BUILT_IN_SITE, 1.0),
+    (Acquisition(contrast=1.15, bias=(0.02, 0.08), noise=(0.01, 0.025)), 1.0),
+    (Acquisition(contrast=0.85, bias=(0.08, 0.2), noise=(0.03, 0.05)), 0.8),
+    (Acquisition(contrast=0.9, bias=(0.1, 0.25), noise=(0.02, 0.045)), 0.8),
+)
+#: Case names of a multi-site cohort name their site the way BraTS 2018 ids do (gliomil.data.sites parses them).
+MULTI_SITE_CASE = "Brats18_SYN{site}_{grade}{number}_1"
+
+
+def site_of_subject(grade: str, number: int, sites: int, confound: bool) -> int:
+    """The site (0-based) of subject ``number`` (1-based) of ``grade`` in a cohort of ``sites`` sites: round-robin
+    over all sites (every site sees both grades), or with ``confound`` over the first half of the sites for HGG
+    and the rest for LGG (every site sees one grade)."""
+    if not confound:
+        return (number - 1) % sites
+    first, count = (0, sites // 2) if grade == "HGG" else (sites // 2, sites - sites // 2)
+    return first + (number - 1) % count
+
 
 # -- grid and random fields ------------------------------------------------------------------
 
@@ -646,10 +670,16 @@ def synthesize_cohort(
     progress: bool = False,
     acquisition: Acquisition = BUILT_IN_SITE,
     prefix: str = CASE_PREFIX,
+    sites: int = 1,
+    confound: bool = False,
 ) -> list[str]:
     """Write a synthetic cohort in the BraTS 2018 layout under ``out_dir``; return the case names, sorted.
 
     ``acquisition`` is the site's scanner (:class:`Acquisition`); ``prefix`` starts every case name.
+    ``sites`` > 1 spreads the subjects over that many scanners of :data:`SITE_SCANNERS` (``acquisition`` and
+    ``prefix`` then do not apply: the case names are :data:`MULTI_SITE_CASE`, naming the site), round-robin, or
+    with ``confound`` tying grade to site (:func:`site_of_subject`). A subject's anatomy and tumour do not depend on
+    its site: the same patients, other scanners.
     ``out_dir`` must not exist or be empty. Everything is built in a hidden sibling folder
     (:func:`gliomil.runtime.files.atomic_directory`) and renamed into place at the end, so a failure leaves no
     half-written cohort. Output is byte-identical for the same (n_hgg, n_lgg, shape, seed)
@@ -663,6 +693,10 @@ def synthesize_cohort(
             raise ValueError(f"synthesize: {key} must be an integer >= {low}, got {value!r}")
     if n_hgg + n_lgg == 0:
         raise ValueError("synthesize: n_hgg + n_lgg must be at least 1")
+    if not 1 <= sites <= len(SITE_SCANNERS):
+        raise ValueError(f"synthesize: sites must be an integer in [1, {len(SITE_SCANNERS)}], got {sites!r}")
+    if confound and sites < 2:
+        raise ValueError("synthesize: confound ties grade to site and needs sites >= 2")
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise GliomilError(f"{out_dir}: output folder already exists and is not empty")
@@ -671,9 +705,16 @@ def synthesize_cohort(
         for grade, count in (("HGG", n_hgg), ("LGG", n_lgg)):
             make_directory(tmp_dir / grade)
             width = max(3, len(str(count)))
-            jobs += [
-                _Job(grade, k, case_name(grade, k, width, prefix), int(seed), shape, tmp_dir, acquisition)
-                for k in range(1, count + 1)
-            ]
+            for k in range(1, count + 1):
+                if sites == 1:
+                    jobs.append(
+                        _Job(grade, k, case_name(grade, k, width, prefix), int(seed), shape, tmp_dir, acquisition)
+                    )
+                    continue
+                site = site_of_subject(grade, k, sites, confound)
+                scanner, in_plane = SITE_SCANNERS[site]
+                site_shape = (round(shape[0] * in_plane), round(shape[1] * in_plane), shape[2])
+                name = MULTI_SITE_CASE.format(site=site + 1, grade=grade, number=f"{k:0{width}d}")
+                jobs.append(_Job(grade, k, name, int(seed), _checked_shape(site_shape), tmp_dir, scanner))
         cases = list(map_in_workers(_run_job, jobs, workers, progress="synthesize" if progress else None))
     return sorted(cases)

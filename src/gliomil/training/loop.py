@@ -32,7 +32,13 @@ from gliomil.model.mil import MILModel, ModelConfig
 from gliomil.runtime import interrupts
 from gliomil.runtime.device import autocast_dtype, default_device, precision_name
 from gliomil.runtime.files import write_with
-from gliomil.training.losses import class_weights_from_counts, instance_supervision_loss, mil_loss, tumour_targets
+from gliomil.training.losses import (
+    class_weights_from_counts,
+    instance_grade_loss,
+    instance_supervision_loss,
+    mil_loss,
+    tumour_targets,
+)
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -49,6 +55,7 @@ class TrainConfig:
     use_class_weights: bool = True
     weighted_sampler: bool = False
     augment: bool = True
+    augment_geometry: bool = False  # with augment: also a random in-plane rotation by k * 90 degrees and a flip
     epochs: int = 60
     batch_size: int = 4
     bag_size: int = 32
@@ -57,7 +64,9 @@ class TrainConfig:
     betas: tuple[float, float] = (0.5, 0.9)
     weight_decay: float = 1e-3
     patience: int = 10
-    instance_supervision: float = 0.0  # weight of instance_supervision_loss; 0 = off (training only, from the seg)
+    instance_supervision: float = 0.0  # weight of the instance loss; 0 = off (training only, from the seg)
+    instance_target: str = "tumour"  # tumour: instance_supervision_loss; grade: instance_grade_loss
+    tumour_blind: bool = False  # the confound control: the stages hand training bags without tumour slices
     select_metric: str = "loss"  # loss | auc, on the inner-validation split
     amp: bool = True
     eval_chunk: int = 256  # slices per encoder call when scoring whole bags
@@ -104,12 +113,14 @@ def train_step(
     dtype: torch.dtype | None,
     instance_supervision: float = 0.0,
     slice_tumour: torch.Tensor | None = None,
+    instance_target: str = "tumour",
 ) -> tuple[torch.Tensor, object]:
     """One optimiser step on a batch of bags: slices ``(sum N_b, 4, H, W)``, labels ``(B,)``.
 
     The encoder runs under ``dtype`` autocast (None: float32); the loss is computed in float32. With an
     ``instance_supervision`` weight > 0, that weight times :func:`~gliomil.training.losses.instance_supervision_loss`
-    on the slices' tumour flags ``slice_tumour`` ``(sum N_b,)`` is added. Returns the loss and the model's
+    on the slices' tumour flags ``slice_tumour`` ``(sum N_b,)`` is added (``instance_target`` ``grade``:
+    :func:`~gliomil.training.losses.instance_grade_loss` on the flags and the labels). Returns the loss and the model's
     :class:`~gliomil.model.mil.MILOutput`.
     """
     with torch.autocast(slices.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
@@ -117,7 +128,11 @@ def train_step(
     second = None if out.max_instance_logits is None else out.max_instance_logits.float()
     loss = loss_fn(out.bag_logits.float(), second, labels)
     if instance_supervision > 0:
-        loss = loss + instance_supervision * instance_supervision_loss(slice_scores(out), bag_sizes, slice_tumour)
+        if instance_target == "grade":
+            supervision = instance_grade_loss(out.instance_logits, bag_sizes, slice_tumour, labels)
+        else:
+            supervision = instance_supervision_loss(slice_scores(out), bag_sizes, slice_tumour)
+        loss = loss + instance_supervision * supervision
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
@@ -163,7 +178,7 @@ def train_epoch(
     order = epoch_order(train_set.labels, rng, config.weighted_sampler)
     for start in range(0, len(order), config.batch_size):
         batch = order[start : start + config.batch_size]
-        slices, picks = draw_bags(train_set, batch, config.bag_size, rng, config.augment)
+        slices, picks = draw_bags(train_set, batch, config.bag_size, rng, config.augment, config.augment_geometry)
         labels = torch.from_numpy(train_set.labels[batch]).to(device)
         slice_tumour = None
         if config.instance_supervision > 0:
@@ -180,6 +195,7 @@ def train_epoch(
             dtype,
             config.instance_supervision,
             slice_tumour,
+            config.instance_target,
         )
         interrupts.check(f"during a training step of epoch {epoch}")
         losses.append(loss.item() * len(batch))

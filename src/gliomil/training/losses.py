@@ -11,7 +11,13 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-__all__ = ["mil_loss", "class_weights_from_counts", "instance_supervision_loss", "tumour_targets"]
+__all__ = [
+    "mil_loss",
+    "class_weights_from_counts",
+    "instance_supervision_loss",
+    "instance_grade_loss",
+    "tumour_targets",
+]
 
 Weights = Sequence[float] | torch.Tensor
 
@@ -125,6 +131,39 @@ def instance_supervision_loss(
         if bag_tumour.any():
             total = total + torch.logsumexp(bag_logits, 0) - torch.logsumexp(bag_logits[bag_tumour], 0)
     return total / len(bag_sizes)
+
+
+def instance_grade_loss(
+    instance_logits: torch.Tensor, bag_sizes: Sequence[int], tumour: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """Instance supervision with the grade as its target (``train.instance_target: grade``): a scalar >= 0.
+
+    Per slice, the binary cross-entropy of its instance logit against 1 for a tumour slice of an HGG bag and 0 for
+    every other slice (an LGG bag's slices, and the slices of an HGG bag without tumour); averaged over each bag's
+    slices, then over the bags, so a bag weighs the same whatever its size. It states the MIL assumption outright
+    where the segmentation knows it: a high-grade bag is high-grade *because of* its tumour slices. It needs
+    instance scores, so not ``abmil`` (``gliomil.params.check_params`` says so before training).
+
+    Args:
+        instance_logits: (sum N_b,) instance-stream logits of the concatenated bags.
+        bag_sizes: (B,) slices per bag, in order.
+        tumour: (sum N_b,) 1 where the slice holds tumour (:func:`tumour_targets`), else 0.
+        labels: (B,) 0 (LGG) or 1 (HGG).
+    """
+    logits = instance_logits.float()
+    if logits.dim() != 1 or tumour.shape != logits.shape or sum(bag_sizes) != logits.shape[0]:
+        raise ValueError(
+            f"instance_logits {tuple(logits.shape)}, tumour {tuple(tumour.shape)} and bag_sizes (sum "
+            f"{sum(bag_sizes)}) must describe the same slices"
+        )
+    if labels.shape != (len(bag_sizes),):
+        raise ValueError(f"labels {tuple(labels.shape)} must hold one label per bag ({len(bag_sizes)} bags)")
+    sizes = torch.as_tensor(list(bag_sizes), device=logits.device)
+    bag_label = torch.repeat_interleave(labels.to(logits.device).float(), sizes)  # (sum N_b,)
+    target = bag_label * (tumour.to(logits.device).float() > 0)
+    per_slice = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    weight = torch.repeat_interleave(1.0 / sizes.float(), sizes)
+    return (per_slice * weight).sum() / len(bag_sizes)
 
 
 def tumour_targets(tumour_fraction: Sequence[float] | np.ndarray) -> np.ndarray:

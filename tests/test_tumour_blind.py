@@ -1,0 +1,63 @@
+"""train.tumour_blind, the confound audit's control: no tumour voxel reaches the model, checked on the arrays that
+training and evaluation are handed and on the tensors a training step draws."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_preprocess_cohort import SETTINGS, SUFFIXES
+
+from gliomil.data.bags import BagSet, draw_bags
+from gliomil.data.brats import find_subjects, load_subject
+from gliomil.data.preprocess import preprocess_cohort
+from gliomil.data.slices import read_manifest, read_slice_table
+from gliomil.errors import GliomilError
+
+
+@pytest.fixture(scope="module")
+def store(tiny_cohort, tmp_path_factory):
+    out = tmp_path_factory.mktemp("blind") / "preprocessed"
+    preprocess_cohort(find_subjects(tiny_cohort), out, SETTINGS, SUFFIXES, workers=1, progress=False)
+    return out
+
+
+def test_no_kept_slice_of_the_blind_view_holds_a_tumour_voxel(store, tiny_cohort):
+    manifest, slices = read_manifest(store), read_slice_table(store)
+    full = BagSet.load(store, manifest["subject_id"].tolist())
+    blind = full.without_tumour_slices()
+    subjects = {s.subject_id: s for s in find_subjects(tiny_cohort)}
+    dropped = 0
+    for k, sid in enumerate(full.subject_ids):
+        seg = load_subject(subjects[sid]).seg  # canonical (X, Y, Z), the volume preprocess read
+        rows = slices[slices["subject_id"] == sid].sort_values("slice")
+        kept_z = rows["z"].to_numpy()[rows["tumour_fraction"].to_numpy() == 0]
+        assert all(not seg[:, :, z].any() for z in kept_z), sid  # not one tumour voxel on a kept plane
+        # the blind bag is exactly the full bag's tumour-free slices, in order
+        expected = np.asarray(full.bags[k])[rows["tumour_fraction"].to_numpy() == 0]
+        assert np.array_equal(np.asarray(blind.bags[k]), expected)
+        dropped += len(full.bags[k]) - len(blind.bags[k])
+        assert (blind.tumour_fraction[k] == 0).all() and np.array_equal(blind.labels, full.labels)
+    assert dropped > 0  # the control removed something
+
+
+def test_a_training_step_draws_only_tumour_free_slices(store):
+    blind = BagSet.load(store, read_manifest(store)["subject_id"].tolist()).without_tumour_slices()
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        chosen = rng.choice(len(blind), size=4, replace=False)
+        drawn, picks = draw_bags(blind, chosen, bag_size=6, rng=rng, augment=False)
+        start = 0
+        for i, p in zip(chosen, picks):
+            assert (blind.tumour_fraction[i][p] == 0).all()
+            assert np.array_equal(drawn[start : start + len(p)], np.asarray(blind.bags[i][p], dtype=np.float32))
+            start += len(p)
+
+
+def test_a_bag_without_segmentation_or_without_a_tumour_free_slice_is_refused_by_name(store):
+    blind_input = BagSet.load(store, read_manifest(store)["subject_id"].tolist()[:2])
+    blind_input.tumour_fraction[1] = np.full_like(blind_input.tumour_fraction[1], np.nan)
+    with pytest.raises(GliomilError, match=f"needs every subject's segmentation; {blind_input.subject_ids[1]} has"):
+        blind_input.without_tumour_slices()
+    blind_input.tumour_fraction[1] = np.full_like(blind_input.tumour_fraction[1], 0.2)
+    with pytest.raises(GliomilError, match=f"every kept slice of {blind_input.subject_ids[1]} holds tumour"):
+        blind_input.without_tumour_slices()
