@@ -14,6 +14,7 @@ import importlib.util
 import os
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -92,6 +93,8 @@ def _fails_with(job: str):
         raise InputError("case_1", "data/case_1/flair.nii.gz", "not a NIfTI file")
     if job == "other":
         raise ValueError("a bug")
+    if job == "large":
+        return bytes(8 << 20)
     if job == "unpicklable":
         error = GliomilError("a message")
         error.handle = lambda: None  # an attribute pickle refuses
@@ -123,6 +126,27 @@ def test_any_other_worker_error_keeps_the_worker_traceback():
     with pytest.raises(ValueError, match="a bug") as caught:
         within(30, lambda: list(map_in_workers(_fails_with, ["ok", "other"], 2)))
     assert "_fails_with" in str(caught.value.__cause__)
+
+
+def _dies_on(job: str):
+    if job == "die":
+        os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer ends a worker
+    return job
+
+
+def test_a_worker_that_dies_is_one_line_not_a_wait_for_ever():
+    with pytest.raises(
+        GliomilError, match=r"^a worker process was killed by SIGKILL during job 2 \(out of memory\?\)$"
+    ):
+        within(30, lambda: list(map_in_workers(_dies_on, ["ok", "die", "ok"], 2)))
+
+
+def test_stopping_early_never_waits_for_a_worker_sending_its_result():
+    """multiprocessing.Pool's terminate() waited for ever (about once in 130 stops here, once on CI) when it killed a
+    worker holding the lock of the queue that every worker sends its results through; a large result holds it long."""
+    for _ in range(20):
+        with pytest.raises(OutputError):
+            within(30, lambda: list(map_in_workers(_fails_with, ["large", "output", "large", "large"], 2)))
 
 
 def test_output_errors_rebuilt_in_the_caller_keep_their_path():

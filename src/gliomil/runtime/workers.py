@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
 import pickle
+import signal
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.pool import RemoteTraceback
@@ -12,7 +14,7 @@ from typing import TypeVar
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from gliomil.errors import GliomilError
+from gliomil.errors import GliomilError, Interrupted
 from gliomil.runtime import interrupts
 
 Job = TypeVar("Job")
@@ -35,49 +37,117 @@ def map_in_workers(
     whole process group) and ends them. A job's exception is raised here, in job order, as the same exception
     (:class:`_Failure` carries one whose constructor pickle cannot call, such as an OutputError): a
     :class:`GliomilError` alone, so that a stage reports it as one line; any other exception with the
-    worker's traceback as its cause. Ending early (that
-    exception, or the caller leaving its loop, which closes the iterator) terminates the workers at once,
+    worker's traceback as its cause; a worker that dies (the OOM killer) is one line too. Ending early (that
+    exception, or the caller leaving its loop, which closes the iterator) kills the workers at once,
     before the caller cleans up what they were writing.
     """
-    # One BLAS thread per process, set before the pool forks so workers inherit it: processes give the
+    # One BLAS thread per process, set before the workers fork so that they inherit it: processes give the
     # parallelism (more threads would oversubscribe the cores), and a fixed thread count keeps results
     # bit-identical for any number of workers.
     with threadpool_limits(limits=1, user_api="blas"):
-        pool = None
-        if workers > 1 and len(jobs) > 1:
-            pool = multiprocessing.get_context("fork").Pool(min(workers, len(jobs)), interrupts.worker_started)
+        crew = _Crew(function, min(workers, len(jobs))) if workers > 1 and len(jobs) > 1 else None
         # The bar's monitor thread starts after the fork: forking a process with threads is unsafe.
         bar = tqdm(total=len(jobs), desc=progress, unit="subject", disable=progress is None)
         try:
-            for result in _in_order(pool, function, jobs):
+            for result in map(function, jobs) if crew is None else crew.run(jobs):
                 bar.update()
                 interrupts.check()
                 yield result
         finally:
             bar.close()
-            if pool is not None:
-                pool.terminate()
-                pool.join()
+            if crew is not None:
+                crew.stop()
 
 
-def _in_order(pool, function, jobs):
-    """``function`` over ``jobs`` in the pool (or here), in order; while waiting for a worker, a signal is noticed
-    within a fraction of a second (a SIGTERM to the process group may have killed the workers: waiting for their
-    results would never end)."""
-    if pool is None:
-        yield from map(function, jobs)
-        return
-    results = pool.imap(_Guarded(function), jobs)
-    for _ in jobs:
-        while True:
+class _Crew:
+    """Forked worker processes, each taking one job at a time through its own pipe.
+
+    Not :class:`multiprocessing.pool.Pool`: its workers send results through one queue guarded by one lock, and its
+    ``terminate()`` waits for ever when it kills a worker holding that lock (one sending a result at the moment the
+    caller stops early: about 1 stop in 130 here, and once on CI); it also waits for ever for the job of a worker
+    that died (CPython bpo-22393). Here nothing is shared: a stop kills the workers (SIGKILL, at once), and a
+    worker that dies is an error.
+    """
+
+    def __init__(self, function: Callable, size: int):
+        context = multiprocessing.get_context("fork")
+        self.workers = []
+        for _ in range(size):
+            here, there = context.Pipe()
+            process = context.Process(target=_serve, args=(_Guarded(function), there), daemon=True)
+            process.start()
+            there.close()
+            self.workers.append((process, here))
+
+    def run(self, jobs: Sequence) -> Iterator:
+        """Results in job order; a job's exception (carried by a :class:`_Failure`) is raised in its turn."""
+        done: dict[int, object] = {}
+        busy: dict[object, int] = {}  # a worker's pipe -> the index of the job it runs
+        waiting = iter(enumerate(jobs))
+        for _, pipe in self.workers:
+            _give(pipe, waiting, busy)
+        for turn in range(len(jobs)):
+            while turn not in done:
+                self._collect(busy, done, waiting)
+            result = done.pop(turn)
+            if isinstance(result, _Failure):
+                result.throw()
+            yield result
+
+    def _collect(self, busy: dict, done: dict, waiting: Iterator) -> None:
+        """Wait for finished jobs (a signal is noticed within a fraction of a second) and give their workers more."""
+        process_of = {pipe: process for process, pipe in self.workers}
+        ready = multiprocessing.connection.wait([*busy, *(process_of[pipe].sentinel for pipe in busy)], timeout=0.2)
+        interrupts.check("while waiting for worker processes")
+        for pipe in [pipe for pipe in busy if pipe in ready]:
             try:
-                result = results.next(timeout=0.2)
-                break
-            except multiprocessing.TimeoutError:
-                interrupts.check("while waiting for worker processes")
-        if isinstance(result, _Failure):
-            result.throw()
-        yield result
+                result = pipe.recv()
+            except EOFError:  # the worker died: its sentinel says how
+                _died(process_of[pipe], busy[pipe])
+            done[busy.pop(pipe)] = result
+            _give(pipe, waiting, busy)
+        for pipe in [pipe for pipe in busy if process_of[pipe].sentinel in ready and not pipe.poll()]:
+            _died(process_of[pipe], busy[pipe])
+
+    def stop(self) -> None:
+        """Kill the workers at once (before the caller cleans up what they were writing) and reap them."""
+        for process, _ in self.workers:
+            process.kill()
+        for process, pipe in self.workers:
+            process.join()
+            pipe.close()
+
+
+def _give(pipe, waiting: Iterator, busy: dict) -> None:
+    """Send the next waiting job, if any, to the idle worker at ``pipe``."""
+    for index, job in waiting:
+        pipe.send(job)
+        busy[pipe] = index
+        return
+
+
+def _died(process, index: int) -> None:
+    process.join()
+    code = process.exitcode
+    if code < 0 and -code in interrupts.SIGNALS:  # the group's signal reached the worker before this process
+        raise Interrupted(-code, "while waiting for worker processes")
+    how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
+    raise GliomilError(f"a worker process {how} during job {index + 1} (out of memory?)")
+
+
+def _serve(guarded: _Guarded, pipe) -> None:
+    """A worker: run each job it receives and send back its result (or :class:`_Failure`) until the pipe closes."""
+    interrupts.worker_started()
+    while True:
+        try:
+            job = pipe.recv()
+        except EOFError:
+            return
+        result = guarded(job)
+        try:
+            pipe.send(result)
+        except Exception as error:  # a result pickle refuses: its error instead
+            pipe.send(_Failure(error, traceback.format_exc()))
 
 
 class _Guarded:
