@@ -14,7 +14,7 @@ from test_preprocess_cohort import SETTINGS, SUFFIXES
 from gliomil.data.brats import Subject, find_subjects, load_volumes, resolve_files
 from gliomil.data.fingerprint import THUMBNAIL_SIZE, fingerprint_row, pad_thumbnails, qc_thumbnail
 from gliomil.data.preprocess import PreprocessSettings, brain_mask, preprocess_cohort, preprocess_volumes
-from gliomil.evaluation.audit import confounds_section
+from gliomil.evaluation.audit import confounds_section, tumour_blind_lines
 from gliomil.evaluation.confounds import (
     NUISANCE_PROPERTIES,
     nuisance_aucs,
@@ -142,6 +142,18 @@ def test_the_confound_section_says_when_no_site_is_known_and_names_flagged_prope
     assert "No subject's site is known (all 100 `unknown`" in text
     assert "- **warning**: `brain_ml` alone rank(s) the grades" in text
     assert "| `brain_ml` | higher in HGG |" in text and "| **yes** |" in text
+
+
+@pytest.mark.parametrize(
+    ("pooled", "above"),
+    [({"auc": 0.71, "ci_low": 0.64, "ci_high": 0.78}, True), ({"auc": 0.55, "ci_low": 0.48, "ci_high": 0.62}, False)],
+)
+def test_the_tumour_blind_run_says_whether_it_ranks_above_chance(pooled, above):
+    text = "\n".join(tumour_blind_lines(pooled, True))
+    assert f"Pooled held-out AUC {pooled['auc']:.3f} (95% CI {pooled['ci_low']:.3f} to {pooled['ci_high']:.3f})" in text
+    assert ("**warning**: the interval lies above 0.5" in text) is above
+    assert ("no better than chance" in text) is not above
+    assert "dvc exp run -S train.tumour_blind=true" in "\n".join(tumour_blind_lines(pooled, False))
 
 
 def test_the_figures_are_written(tmp_path):

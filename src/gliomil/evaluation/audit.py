@@ -276,7 +276,7 @@ def render_report(
         ),
         "",
         *(external_section(external, external_cohort, pooled) if external else []),
-        *(confounds_section(fingerprint) if fingerprint else []),
+        *(confounds_section(fingerprint, pooled, bool(knobs.get("train.tumour_blind"))) if fingerprint else []),
         "## Verification checklist",
         "",
         *[
@@ -314,10 +314,11 @@ def baselines_section(baselines: dict) -> list[str]:
     return [*lines, ""]
 
 
-def confounds_section(fingerprint: dict) -> list[str]:
+def confounds_section(fingerprint: dict, pooled: dict | None = None, tumour_blind: bool = False) -> list[str]:
     """Lines of the report's confound section (grade or scanner?), from the fingerprint stage's
     metrics/fingerprint.json (:mod:`gliomil.evaluation.confounds`): the site x grade table with a warning per
-    single-grade site, and each acquisition property's nuisance AUC with its DeLong interval."""
+    single-grade site, each acquisition property's nuisance AUC with its DeLong interval, and what this run says
+    as the tumour-blind control (``tumour_blind``, its pooled held-out AUC ``pooled``) or how to run it."""
     sites, nuisance = fingerprint["sites"], fingerprint["nuisance"]
     lines = ["## Confounds: grade or scanner?", ""]
     if sites["known_sites"] == 0:
@@ -363,8 +364,36 @@ def confounds_section(fingerprint: dict) -> list[str]:
             else "- No acquisition property ranks the grades beyond the warning level."
         ),
         "",
+        *tumour_blind_lines(pooled, tumour_blind),
     ]
     return lines
+
+
+def tumour_blind_lines(pooled: dict | None, tumour_blind: bool) -> list[str]:
+    """The tumour-blind control's lines: in such a run (``train.tumour_blind``), whether its pooled held-out AUC
+    (``pooled``: auc, ci_low, ci_high) lies above chance; in any other run, the two commands that run it."""
+    if not tumour_blind:
+        return [
+            "Tumour-blind control: not this run. `dvc exp run -S train.tumour_blind=true` trains and scores the "
+            "same folds on the slices without a tumour voxel; `gliomil compare <this run> <that one>` gives the "
+            "paired verdict.",
+            "",
+        ]
+    auc, low, high = pooled["auc"], pooled["ci_low"], pooled["ci_high"]
+    above = low > 0.5
+    return [
+        f"**This run is the tumour-blind control**: no slice holding a tumour voxel reached the model, in training "
+        f"or scoring. Pooled held-out AUC {auc:.3f} (95% CI {low:.3f} to {high:.3f}).",
+        "",
+        (
+            "- **warning**: the interval lies above 0.5: the pipeline can rank the grades from something other "
+            "than the tumour (mass effect, the acquisition). `gliomil compare <the real model's run> <this run>` "
+            "gives the paired verdict against the real model."
+            if above
+            else "- The interval reaches 0.5: without the tumour the pipeline ranks the grades no better than chance."
+        ),
+        "",
+    ]
 
 
 def _with_ci(metrics: dict, key: str, method: str) -> str:
