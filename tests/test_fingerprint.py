@@ -14,6 +14,7 @@ from test_preprocess_cohort import SETTINGS, SUFFIXES
 from gliomil.data.brats import Subject, find_subjects, load_volumes, resolve_files
 from gliomil.data.fingerprint import THUMBNAIL_SIZE, fingerprint_row, pad_thumbnails, qc_thumbnail
 from gliomil.data.preprocess import PreprocessSettings, brain_mask, preprocess_cohort, preprocess_volumes
+from gliomil.errors import GliomilError
 from gliomil.evaluation.audit import confounds_section, tumour_blind_lines
 from gliomil.evaluation.confounds import (
     NUISANCE_PROPERTIES,
@@ -154,6 +155,14 @@ def test_the_tumour_blind_run_says_whether_it_ranks_above_chance(pooled, above):
     assert ("**warning**: the interval lies above 0.5" in text) is above
     assert ("no better than chance" in text) is not above
     assert "dvc exp run -S train.tumour_blind=true" in "\n".join(tumour_blind_lines(pooled, False))
+
+
+def test_a_cohort_with_one_subject_of_a_grade_is_one_line():
+    table = fingerprint({"brain_ml": np.arange(4.0)}, ["HGG", "HGG", "HGG", "LGG"])
+    with pytest.raises(
+        GliomilError, match="^the nuisance AUCs need at least 2 subjects of each grade; the cohort has 1 LGG and 3 HGG$"
+    ):
+        nuisance_aucs(table)
 
 
 def test_the_figures_are_written(tmp_path):

@@ -27,7 +27,7 @@ import torch
 import yaml
 from conftest import tiny_params, tool_env
 
-from gliomil.errors import GliomilError, InputError, OutputError
+from gliomil.errors import GliomilError, InputError, Interrupted, OutputError
 from gliomil.runtime.files import exclusive
 from gliomil.runtime.workers import map_in_workers
 
@@ -131,6 +131,8 @@ def test_any_other_worker_error_keeps_the_worker_traceback():
 def _dies_on(job: str):
     if job == "die":
         os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer ends a worker
+    if job == "stopped":
+        os._exit(128 + signal.SIGTERM)  # as interrupts.worker_started ends a worker signalled before its start
     return job
 
 
@@ -139,6 +141,12 @@ def test_a_worker_that_dies_is_one_line_not_a_wait_for_ever():
         GliomilError, match=r"^a worker process was killed by SIGKILL during job 2 \(out of memory\?\)$"
     ):
         within(30, lambda: list(map_in_workers(_dies_on, ["ok", "die", "ok"], 2)))
+
+
+def test_a_worker_ended_by_the_groups_signal_stops_the_caller_as_that_signal():
+    with pytest.raises(Interrupted) as caught:
+        within(30, lambda: list(map_in_workers(_dies_on, ["ok", "stopped", "ok"], 2)))
+    assert caught.value.signum == signal.SIGTERM and caught.value.where == "while waiting for worker processes"
 
 
 def test_stopping_early_never_waits_for_a_worker_sending_its_result():

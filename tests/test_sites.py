@@ -7,7 +7,7 @@ import pytest
 from test_brats import write_mapping
 
 from gliomil.data.brats import find_subjects
-from gliomil.data.sites import UNKNOWN_SITE, site_from_id, site_from_name_mapping, site_grade_table
+from gliomil.data.sites import UNKNOWN_SITE, check_site, site_from_id, site_from_name_mapping, site_grade_table
 from gliomil.errors import GliomilError
 
 
@@ -73,12 +73,22 @@ def test_each_layout_gives_its_subjects_their_sites(tmp_path):
     # the column wins; an empty cell falls back to the id, then to unknown
     assert [(s.subject_id, s.site) for s in find_subjects(csv)] == [
         ("Brats18_TCIA10_103_1", "TCIA10"),
-        ("a", "hospital-A"),
+        ("a", "HOSPITAL-A"),
         ("b", UNKNOWN_SITE),
-        ("c", "hospital-A"),
+        ("c", "HOSPITAL-A"),
     ]
     (csv / "labels.csv").write_text("subject_id,grade\nBrats18_TCIA10_103_1,LGG\n")  # no column: the id
     assert [s.site for s in find_subjects(csv)] == ["TCIA10"]
+
+
+def test_a_site_cell_is_read_in_upper_case_as_the_sites_of_ids():
+    assert [check_site(cell, "labels.csv: row 2") for cell in (" cbica ", "Tcia01", "", "Unknown")] == [
+        "CBICA",
+        "TCIA01",
+        "",
+        UNKNOWN_SITE,
+    ]
+    assert check_site("cbica", "x") == site_from_id("Brats18_CBICA_AAB_1")
 
 
 def test_a_malformed_site_cell_is_one_line_naming_the_row(tmp_path):

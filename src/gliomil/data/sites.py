@@ -58,12 +58,13 @@ def site_from_name_mapping(row: dict) -> str:
 
 
 def check_site(value: str, where: str) -> str:
-    """A site named in a table cell, stripped ("" for an empty cell). A malformed name raises
-    :class:`~gliomil.errors.GliomilError`, one line naming ``where`` (the file and row)."""
+    """A site named in a table cell, stripped and in upper case as the sites read from ids (``cbica`` in a cell and
+    ``Brats18_CBICA_AAB_1`` are one site; "" for an empty cell; ``unknown`` in any case is :data:`UNKNOWN_SITE`).
+    A malformed name raises :class:`~gliomil.errors.GliomilError`, one line naming ``where`` (the file and row)."""
     site = str(value).strip()
     if site and not _SITE_NAME.match(site):
         raise GliomilError(f"{where}: site {site!r} is not a plain name (letters, digits, '-', '_', '.')")
-    return site
+    return UNKNOWN_SITE if site.lower() == UNKNOWN_SITE else site.upper()
 
 
 def site_grade_table(sites: Iterable[str], grades: Iterable[str]) -> pd.DataFrame:

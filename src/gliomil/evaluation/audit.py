@@ -382,8 +382,9 @@ def tumour_blind_lines(pooled: dict | None, tumour_blind: bool) -> list[str]:
     auc, low, high = pooled["auc"], pooled["ci_low"], pooled["ci_high"]
     above = low > 0.5
     return [
-        f"**This run is the tumour-blind control**: no slice holding a tumour voxel reached the model, in training "
-        f"or scoring. Pooled held-out AUC {auc:.3f} (95% CI {low:.3f} to {high:.3f}).",
+        f"**This run is the tumour-blind control**: no slice holding a tumour voxel reached the model in training or "
+        f"in scoring the held-out folds (the external section above scores every slice: prediction is image-only, "
+        f"with no segmentation to find them). Pooled held-out AUC {auc:.3f} (95% CI {low:.3f} to {high:.3f}).",
         "",
         (
             "- **warning**: the interval lies above 0.5: the pipeline can rank the grades from something other "

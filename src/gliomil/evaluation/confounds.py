@@ -27,6 +27,7 @@ import pandas as pd  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from gliomil.data.sites import UNKNOWN_SITE, site_grade_table  # noqa: E402
+from gliomil.errors import GliomilError  # noqa: E402
 from gliomil.evaluation.intervals import delong_auc_ci  # noqa: E402
 from gliomil.runtime.files import write_with  # noqa: E402
 from gliomil.vocabulary import GRADES, LABELS, MODALITIES  # noqa: E402
@@ -85,6 +86,12 @@ def nuisance_aucs(fingerprint: pd.DataFrame, properties=NUISANCE_PROPERTIES, lev
     ``level``, the Bonferroni-simultaneous ``simultaneous_low`` over all properties, and ``flagged``.
     """
     labels = fingerprint["grade"].map(LABELS).to_numpy()
+    counts = {grade: int((labels == label).sum()) for grade, label in LABELS.items()}
+    if min(counts.values()) < 2:  # DeLong's variance needs two of each
+        raise GliomilError(
+            "the nuisance AUCs need at least 2 subjects of each grade; the cohort has "
+            + " and ".join(f"{n} {grade}" for grade, n in counts.items())
+        )
     simultaneous = 1.0 - (1.0 - level) / len(properties)
     rows = []
     for name in properties:

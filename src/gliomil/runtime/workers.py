@@ -27,7 +27,8 @@ def map_in_workers(
     """Yield ``function(job)`` for every job, in job order, as soon as each is ready.
 
     ``workers`` > 1 forks that many processes (at most one per job), each taking one job at a time, so
-    memory does not grow with the number of jobs as long as the caller consumes results as they come;
+    memory does not grow with the number of jobs as long as the caller consumes results as they come (results
+    that finish before an earlier job's wait here in the meantime);
     one worker runs the jobs in this process. "fork" needs no ``if __name__ == "__main__"`` guard in the
     caller's script, and workers see the module state as it was when iteration began. ``function`` must
     be picklable by reference (a module-level function). ``progress``, when given, labels a tqdm bar on
@@ -45,6 +46,7 @@ def map_in_workers(
     # parallelism (more threads would oversubscribe the cores), and a fixed thread count keeps results
     # bit-identical for any number of workers.
     with threadpool_limits(limits=1, user_api="blas"):
+        interrupts.check()  # workers forked after a signal would end at once (interrupts.worker_started)
         crew = _Crew(function, min(workers, len(jobs))) if workers > 1 and len(jobs) > 1 else None
         # The bar's monitor thread starts after the fork: forking a process with threads is unsafe.
         bar = tqdm(total=len(jobs), desc=progress, unit="subject", disable=progress is None)
@@ -78,6 +80,7 @@ class _Crew:
             process.start()
             there.close()
             self.workers.append((process, here))
+        self.process_of = {pipe: process for process, pipe in self.workers}
 
     def run(self, jobs: Sequence) -> Iterator:
         """Results in job order; a job's exception (carried by a :class:`_Failure`) is raised in its turn."""
@@ -85,7 +88,7 @@ class _Crew:
         busy: dict[object, int] = {}  # a worker's pipe -> the index of the job it runs
         waiting = iter(enumerate(jobs))
         for _, pipe in self.workers:
-            _give(pipe, waiting, busy)
+            self._give(pipe, waiting, busy)
         for turn in range(len(jobs)):
             while turn not in done:
                 self._collect(busy, done, waiting)
@@ -96,18 +99,28 @@ class _Crew:
 
     def _collect(self, busy: dict, done: dict, waiting: Iterator) -> None:
         """Wait for finished jobs (a signal is noticed within a fraction of a second) and give their workers more."""
-        process_of = {pipe: process for process, pipe in self.workers}
+        process_of = self.process_of
         ready = multiprocessing.connection.wait([*busy, *(process_of[pipe].sentinel for pipe in busy)], timeout=0.2)
         interrupts.check("while waiting for worker processes")
         for pipe in [pipe for pipe in busy if pipe in ready]:
             try:
                 result = pipe.recv()
-            except EOFError:  # the worker died: its sentinel says how
+            except (EOFError, OSError):  # the worker died (mid-message: OSError): its exit code says how
                 _died(process_of[pipe], busy[pipe])
             done[busy.pop(pipe)] = result
-            _give(pipe, waiting, busy)
+            self._give(pipe, waiting, busy)
         for pipe in [pipe for pipe in busy if process_of[pipe].sentinel in ready and not pipe.poll()]:
             _died(process_of[pipe], busy[pipe])
+
+    def _give(self, pipe, waiting: Iterator, busy: dict) -> None:
+        """Send the next waiting job, if any, to the idle worker at ``pipe``."""
+        for index, job in waiting:
+            busy[pipe] = index
+            try:
+                pipe.send(job)
+            except OSError:  # the worker died since its last result (BrokenPipeError): its exit code says how
+                _died(self.process_of[pipe], index)
+            return
 
     def stop(self) -> None:
         """Kill the workers at once (before the caller cleans up what they were writing) and reap them."""
@@ -118,21 +131,16 @@ class _Crew:
             pipe.close()
 
 
-def _give(pipe, waiting: Iterator, busy: dict) -> None:
-    """Send the next waiting job, if any, to the idle worker at ``pipe``."""
-    for index, job in waiting:
-        pipe.send(job)
-        busy[pipe] = index
-        return
-
-
 def _died(process, index: int) -> None:
     process.join()
     code = process.exitcode
-    if code < 0 and -code in interrupts.SIGNALS:  # the group's signal reached the worker before this process
-        raise Interrupted(-code, "while waiting for worker processes")
+    # The group's signal reached the worker before this process: killed by it, or ended by worker_started.
+    for signum in (-code, code - 128):
+        if signum in interrupts.SIGNALS:
+            raise Interrupted(signum, "while waiting for worker processes")
     how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
-    raise GliomilError(f"a worker process {how} during job {index + 1} (out of memory?)")
+    hint = " (out of memory?)" if code == -signal.SIGKILL else ""  # what the OOM killer sends
+    raise GliomilError(f"a worker process {how} during job {index + 1}{hint}")
 
 
 def _serve(guarded: _Guarded, pipe) -> None:
