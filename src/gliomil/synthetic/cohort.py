@@ -682,7 +682,7 @@ def synthesize_cohort(
     its site: the same patients, other scanners.
     ``out_dir`` must not exist or be empty. Everything is built in a hidden sibling folder
     (:func:`gliomil.runtime.files.atomic_directory`) and renamed into place at the end, so a failure leaves no
-    half-written cohort. Output is byte-identical for the same (n_hgg, n_lgg, shape, seed)
+    half-written cohort. Output is byte-identical for the same (n_hgg, n_lgg, shape, seed, sites, confound)
     whatever ``workers`` is, and subject k of a grade does not depend on n_hgg or n_lgg.
     ``workers`` > 1 uses that many processes; ``progress`` shows a tqdm bar on stderr.
     Raises ValueError for bad arguments, GliomilError when ``out_dir`` is not empty.
