@@ -37,8 +37,21 @@ def run_script(tmp_path: Path, body: str) -> subprocess.Popen:
     env = tool_env(REPO / "src")
     env["PYTHONUNBUFFERED"] = "1"
     return subprocess.Popen(
-        [sys.executable, str(script)], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_hangup_as_in_a_terminal,
     )
+
+
+def _hangup_as_in_a_terminal() -> None:
+    """A test run started with nohup inherits SIGHUP ignored, and an ignored signal stays ignored in every process
+    it starts: a stand-in stage that has not installed gliomil's handlers would then outlive its killed parent (a
+    stage installs them, so it does not). The processes started here take SIGHUP as a terminal's would."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def wait_for_line(process: subprocess.Popen, text: str, timeout: float = 60) -> None:

@@ -386,10 +386,10 @@ def test_training_cohort_hash_depends_on_every_patient():
     assert training_cohort(changed)["cohort_sha256"] != first["cohort_sha256"]
 
 
-def test_readme_documents_every_output_column():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+def test_the_predict_docs_document_every_output_column():
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "predict.md").read_text()
     for column, meaning in COLUMNS.items():
-        assert f"| `{column}` | {meaning} |" in readme, column
+        assert f"| `{column}` | {meaning} |" in docs, column
 
 
 @pytest.mark.parametrize(

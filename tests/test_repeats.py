@@ -333,6 +333,18 @@ def test_without_drops_nested_keys_and_leaves_the_input_alone():
     assert params["train"]["threads"] == 0
 
 
+def test_absent_params_take_their_default_so_older_runs_join_their_configuration():
+    from gliomil.comparison.repeats import with_absent
+
+    old = {"seed": 1, "train": {"epochs": 2}}  # made before train.model.slice_pooling existed
+    new = {"seed": 2, "train": {"epochs": 2, "model": {"slice_pooling": "max"}}}
+    absent = parse_spec("train.model.slice_pooling=mean")
+    assert with_absent(old, absent) == {"seed": 1, "train": {"epochs": 2, "model": {"slice_pooling": "mean"}}}
+    assert with_absent(new, absent) == new and "model" not in old["train"]  # a value present wins; input untouched
+    assert matches(with_absent(old, absent), {"train.model.slice_pooling": "mean"})
+    assert not matches(with_absent(new, absent), {"train.model.slice_pooling": "mean"})
+
+
 # -- the external site (secondary) ------------------------------------------------------------------------------
 
 

@@ -338,6 +338,23 @@ def matches(params: dict, spec: dict) -> bool:
     return all((value := lookup(params, key)) is not MISSING and same_value(value, want) for key, want in spec.items())
 
 
+def with_absent(params: dict, absent: dict) -> dict:
+    """``params`` (nested) with each dotted key of ``absent`` set to its value where the run lacks it: a param added
+    after the run was made, whose default reproduces what the run did."""
+    params = copy.deepcopy(params)
+    for key, value in absent.items():
+        if lookup(params, key) is not MISSING:
+            continue
+        *parents, leaf = key.split(".")
+        node = params
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise GliomilError(f"--absent {key}: {part} is not a section of the params")
+        node[leaf] = value
+    return params
+
+
 def without(params: dict, keys: list[str]) -> dict:
     """``params`` (nested) less the dotted ``keys``: params left out of the configurations."""
     params = copy.deepcopy(params)
@@ -996,6 +1013,11 @@ def main(argv: list[str] | None = None) -> None:
         metavar="PARAM",
         help="a param left out of the configurations, e.g. one added between the runs that changes no result",
     )
+    parser.add_argument(
+        "--absent",
+        metavar="PARAM=VALUE[,...]",
+        help="the value a param had in runs made before it existed (its default, which reproduces them)",
+    )
     parser.add_argument("--alpha", type=float, default=ALPHA, help="family-wise error rate for Holm (default 0.05)")
     parser.add_argument("--level", type=float, default=LEVEL, help="confidence level of the intervals (default 0.95)")
     args = parser.parse_args(argv)
@@ -1006,6 +1028,10 @@ def main(argv: list[str] | None = None) -> None:
     if SEED in args.ignore:
         raise GliomilError("--ignore seed: the seed is what pairs the runs")
     runs, notes = list_runs(args.rev)
+    if args.absent:
+        absent = parse_spec(args.absent)
+        runs = [replace(run, params=with_absent(run.params, absent)) for run in runs]
+        notes = [*notes, "taken where a run lacks the param (--absent): " + args.absent]
     if args.ignore:
         runs = [replace(run, params=without(run.params, args.ignore)) for run in runs]
         notes = [*notes, "left out of the configurations (--ignore): " + ", ".join(args.ignore)]
