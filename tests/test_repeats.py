@@ -312,7 +312,7 @@ def test_command_line(runs, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     light = [Run(r.name, r.params, rev=r.name, created=r.created) for r in runs]
     monkeypatch.setattr(
-        repeats, "list_runs", lambda rev=None: (light, ["experiments not finished, left out: 1 queued"])
+        repeats, "list_runs", lambda rev=None: (light, ["Not used: experiments not finished, left out: 1 queued"])
     )
     monkeypatch.setattr(repeats, "read_metrics", lambda r: by_name(runs)[r.name])
     repeats.main(["--before", "label_smoothing=0.1,use_class_weights=false", "--after", "use_class_weights=true"])

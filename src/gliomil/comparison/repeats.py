@@ -779,7 +779,7 @@ def render_markdown(result: RepeatsResult, figure: str | None = None) -> str:
     if r.superseded:
         listed = "; ".join(f"seed {s} ({side}): {old} superseded by {new}" for s, side, old, new in r.superseded)
         lines.append(f"- Duplicated seeds, the newest run used: {listed}.")
-    lines += [f"- Not used: {note}." for note in r.notes]
+    lines += [f"- {note}." for note in r.notes]
     lines += [f"- Warning: {w}" for w in r.warnings]
     lines += [
         "",
@@ -969,13 +969,13 @@ def list_runs(rev: str | list[str] | None = None) -> tuple[list[Run], list[str]]
                 read_text(CV_SUMMARY, sha, "metrics", name)  # a commit without a run's metrics is no run
         except GliomilError as exc:
             if baseline:
-                notes.append(f"the baseline commit {name} has no readable run ({exc}), left out")
+                notes.append(f"Not used: the baseline commit {name} has no readable run ({exc}), left out")
                 continue
             raise
         runs.append(Run(name, params, rev=sha, created=created, baseline=baseline))
     if skipped:
         counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(skipped.items()))
-        notes.append(f"experiments not finished, left out: {counts}")
+        notes.append(f"Not used: experiments not finished, left out: {counts}")
     return runs, notes
 
 
@@ -1031,10 +1031,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.absent:
         absent = parse_spec(args.absent)
         runs = [replace(run, params=with_absent(run.params, absent)) for run in runs]
-        notes = [*notes, "taken where a run lacks the param (--absent): " + args.absent]
+        notes = [*notes, "Where a run lacks a param, its value from --absent: " + args.absent]
     if args.ignore:
         runs = [replace(run, params=without(run.params, args.ignore)) for run in runs]
-        notes = [*notes, "left out of the configurations (--ignore): " + ", ".join(args.ignore)]
+        notes = [*notes, "Not used: left out of the configurations (--ignore): " + ", ".join(args.ignore)]
     selection = replace(choose_runs(runs, before, after), notes=notes)
     loaded = {}
     pairs = []
