@@ -149,7 +149,7 @@ def child_train(spec: dict) -> dict:
 
     from gliomil import params as P
     from gliomil.data.bags import BagSet
-    from gliomil.data.split import FoldSplit
+    from gliomil.data.folds import FoldSplit
     from gliomil.runtime.device import autocast_dtype, default_device, precision_name
     from gliomil.training.loop import TrainConfig, train_fold
 

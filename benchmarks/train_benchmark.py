@@ -24,7 +24,7 @@ import yaml
 
 from gliomil import params as P
 from gliomil.data.bags import BagSet, draw_bags
-from gliomil.data.split import FoldSplit
+from gliomil.data.folds import FoldSplit
 from gliomil.evaluation.diagnostics import available_summary
 from gliomil.evaluation.scoring import BagScores
 from gliomil.runtime.device import autocast_dtype

@@ -14,7 +14,7 @@ import pandas as pd
 from gliomil import params as P
 from gliomil import paths
 from gliomil.baselines.logistic import BASELINES, fold_predictions
-from gliomil.data.split import FoldSplit
+from gliomil.data.folds import FoldSplit
 from gliomil.evaluation.metrics import pooled_auc_with_ci
 from gliomil.runtime.files import write_json, write_text
 from gliomil.runtime.stage import run_stage

@@ -16,7 +16,7 @@ import sys
 from gliomil import params as P
 from gliomil import paths
 from gliomil.data.bags import BagSet
-from gliomil.data.split import FoldSplit
+from gliomil.data.folds import FoldSplit
 from gliomil.evaluation.metrics import curve_tables, fold_metrics, youden_threshold
 from gliomil.evaluation.scoring import patient_predictions, score_bags, whole_bag_summary
 from gliomil.model.checkpoint import load_checkpoint

@@ -24,7 +24,7 @@ import torch
 from gliomil import code_version, paths
 from gliomil import params as P
 from gliomil.data.bags import BagSet
-from gliomil.data.split import FoldSplit
+from gliomil.data.folds import FoldSplit
 from gliomil.errors import Interrupted
 from gliomil.runtime.device import autocast_dtype, default_device, make_deterministic, set_threads
 from gliomil.runtime.files import exclusive, make_directory, replace_directory, write_json, write_text

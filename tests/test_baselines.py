@@ -16,7 +16,7 @@ from gliomil.baselines.features import (
     whole_brain,
     whole_brain_names,
 )
-from gliomil.data.split import FoldSplit
+from gliomil.data.folds import FoldSplit
 from gliomil.errors import GliomilError, InputError
 from gliomil.evaluation.aggregate import against_baselines, headline
 

@@ -1,8 +1,9 @@
 """End to end: the pipeline's DAG is cut where the code is. Training re-runs only when training changed.
 
 From a finished tiny run, a harmless comment appended to the comparison code (the sweep comparison, its repeats and
-their verdict statistics) or to the audit text must leave every `train@k` and `evaluate@k` up to date in
-`dvc status`; the same comment in the training loop must change every `train@k` (the control: the check can fail).
+their verdict statistics), to the audit text or to the split algorithm must leave every `train@k` and `evaluate@k`
+up to date in `dvc status`; the same comment in the training loop must change every `train@k` (the control: the
+check can fail).
 """
 
 import json
@@ -24,6 +25,7 @@ NOT_TRAINING = {
     "src/gliomil/comparison/repeats.py": set(),
     "src/gliomil/comparison/statistics.py": set(),  # the verdict statistics
     "src/gliomil/evaluation/audit.py": {"aggregate"},  # the audit text: the report is written again
+    "src/gliomil/data/split.py": {"split"},  # how folds are cut: the folds are made again, read only if they change
 }
 
 

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gliomil.data.split import FoldSplit, class_counts, make_splits
+from gliomil.data.folds import FoldSplit
+from gliomil.data.split import class_counts, make_splits
 from gliomil.errors import GliomilError
 
 
@@ -139,6 +140,20 @@ def test_leave_site_out_refuses_in_one_line_when_the_sites_cannot_give_both_grad
     assert str(info.value) == (
         "split.group_by site: the LGG patients come from 2 site(s), fewer than the 5 folds that each need both "
         "grades held out; use fewer folds or split.group_by: none"
+    )
+
+
+def test_leave_site_out_refusal_blames_the_seeded_assignment_not_the_sites():
+    # Both grades come from 2 sites, and {A} | {B, C, D} would give both folds both grades; StratifiedGroupKFold's
+    # seeded greedy assignment does not find it, so the line must not claim that no assignment exists.
+    manifest = _with_sites({"A": (10, 10), "B": (10, 0), "C": (0, 1), "D": (1, 0)})
+    grades_of = manifest.groupby("site")["grade"].agg(set)
+    assert grades_of["A"] == grades_of["B"] | grades_of["C"] | grades_of["D"] == {"HGG", "LGG"}
+    with pytest.raises(GliomilError) as info:
+        make_splits(manifest, 2, 0.5, seed=0, group_by="site")
+    assert str(info.value) == (
+        "split.group_by site: seed 0's assignment of whole sites leaves held-out fold 0 with HGG patients only; "
+        "try another seed, fewer folds or split.group_by: none"
     )
 
 

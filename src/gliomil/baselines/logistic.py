@@ -17,7 +17,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from gliomil.baselines.features import seg_statistics_names, whole_brain_names
-from gliomil.data.split import FoldSplit
+from gliomil.data.folds import FoldSplit
 from gliomil.errors import GliomilError
 
 #: name -> (feature columns, what it is, in a few words). The order is the report's.

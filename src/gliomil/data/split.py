@@ -7,49 +7,28 @@ held-out fold is never used for either. Subjects that are the same patient (same
 
 With ``group_by="site"`` (``split.group_by``) the held-out folds are leave-site-out: each site's patients are held
 out together, so a fold's model is always scored on sites it never trained on, and grades are stratified as far as
-the sites allow. A cohort whose sites cannot give every held-out fold both grades is refused in one line.
+the sites allow. A cohort whose sites cannot give every held-out fold both grades, or whose seeded assignment of
+whole sites leaves a held-out fold one grade, is refused in one line.
 """
 
 from __future__ import annotations
-
-import json
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from gliomil.data.folds import FoldSplit
 from gliomil.errors import GliomilError
 from gliomil.vocabulary import GRADES, SPLIT_GROUPS, UNKNOWN_SITE
 
 
-@dataclass(frozen=True)
-class FoldSplit:
-    """Subject ids of one fold: ``train`` fits the model, ``inner_val`` selects it, ``test`` is held out."""
-
-    fold: int
-    train: list[str]
-    inner_val: list[str]
-    test: list[str]
-
-    def to_json(self) -> str:
-        return (
-            json.dumps(
-                {"fold": self.fold, "train": self.train, "inner_val": self.inner_val, "test": self.test}, indent=1
-            )
-            + "\n"
-        )
-
-    @classmethod
-    def read(cls, path: str | Path) -> FoldSplit:
-        data = json.loads(Path(path).read_text())
-        return cls(int(data["fold"]), list(data["train"]), list(data["inner_val"]), list(data["test"]))
+def _per_grade(labels: np.ndarray, groups: np.ndarray) -> dict[str, int]:
+    """The number of distinct ``groups`` (patients, sites) among each grade's subjects."""
+    return {grade: len(np.unique(groups[labels == label])) for label, grade in enumerate(GRADES)}
 
 
 def _check_enough_patients(labels: np.ndarray, groups: np.ndarray, n_splits: int, where: str) -> None:
-    for label, grade in enumerate(GRADES):
-        n_patients = len(np.unique(groups[labels == label]))
+    for grade, n_patients in _per_grade(labels, groups).items():
         if n_patients < n_splits:
             raise GliomilError(
                 f"{where}: {grade} has {n_patients} patients, fewer than the {n_splits} "
@@ -79,8 +58,7 @@ def _site_groups(manifest: pd.DataFrame, labels: np.ndarray, n_folds: int) -> np
     per_patient = manifest.assign(site=sites).groupby("patient_id")["site"].nunique()
     if (per_patient > 1).any():
         raise GliomilError(f"split.group_by site: patient {per_patient[per_patient > 1].index[0]} spans several sites")
-    for label, grade in enumerate(GRADES):
-        n_sites = len(np.unique(sites[labels == label]))
+    for grade, n_sites in _per_grade(labels, sites).items():
         if n_sites < n_folds:
             raise GliomilError(
                 f"split.group_by site: the {grade} patients come from {n_sites} site(s), fewer than the {n_folds} "
@@ -110,11 +88,13 @@ def make_splits(
         sites = _site_groups(manifest, labels, n_folds)
         test_fold = _stratified_group_parts(labels, sites, n_folds, seed)
         for fold in range(n_folds):
-            held_out = set(labels[test_fold == fold].tolist())
-            if held_out != {0, 1}:
+            held_out = [GRADES[label] for label in sorted(set(labels[test_fold == fold].tolist()))]
+            if len(held_out) < 2:
+                # StratifiedGroupKFold assigns whole sites greedily from the seed: another seed may succeed
                 raise GliomilError(
-                    f"split.group_by site: no assignment of whole sites gives held-out fold {fold} both grades "
-                    f"(it holds only {GRADES[held_out.pop()]}); use fewer folds or split.group_by: none"
+                    f"split.group_by site: seed {seed}'s assignment of whole sites leaves held-out fold {fold} with "
+                    f"{' and '.join(held_out) or 'no'} patients only; try another seed, fewer folds or "
+                    "split.group_by: none"
                 )
     else:
         test_fold = _stratified_group_parts(labels, groups, n_folds, seed)
