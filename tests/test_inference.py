@@ -1,5 +1,8 @@
 """Scoring with a trained model: precision choice, checkpoints, whole-bag scores, patient predictions."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -128,3 +131,16 @@ def test_set_threads_pins_torch_and_zero_keeps_the_count():
         assert set_threads(0) == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_make_deterministic_sets_torchs_flag_in_warn_mode_without_importing_the_compiler():
+    """In a fresh process, as a stage starts: the flag torch.use_deterministic_algorithms(True, warn_only=True)
+    would set, with neither torch's compiler config nor the dynamo tracer imported (2 s at every stage's start)."""
+    code = (
+        "import sys, torch; from gliomil.runtime.device import make_deterministic; make_deterministic(); "
+        "print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(), "
+        "torch.get_deterministic_debug_mode(), torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, "
+        "'torch._inductor.config' in sys.modules, 'torch._dynamo' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["True", "True", "1", "True", "False", "False", "False"]

@@ -33,11 +33,15 @@ def make_deterministic() -> None:
     deterministic algorithms where they exist (a one-time warning names an op that has none), and cuBLAS's fixed
     workspace, which must be set before CUDA starts (``CUBLAS_WORKSPACE_CONFIG``; a value set by the user is kept).
     On the CPU none of this changes a result. Called by every stage that trains or scores, before any model exists.
+
+    ``torch.set_deterministic_debug_mode("warn")`` sets the flag of ``torch.use_deterministic_algorithms(True,
+    warn_only=True)``; the latter also imports torch's compiler to set its config, 2 s at every stage's start, and
+    nothing here compiles.
     """
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.set_deterministic_debug_mode("warn")
 
 
 def _cpu_has_native_bf16() -> bool:
