@@ -137,7 +137,16 @@ def plot_acquisition(fingerprint: pd.DataFrame, nuisance: pd.DataFrame, path: Pa
     names = list(nuisance["property"])
     columns = 4
     rows = math.ceil(len(names) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False)
+    # Fixed margins: tight_layout measured every label's box and cost half the stage (0.36 s of 0.78 s at 285 subjects).
+    fig, axes = plt.subplots(
+        rows,
+        columns,
+        figsize=(3.2 * columns, 2.6 * rows),
+        squeeze=False,
+        gridspec_kw=dict(
+            left=0.06, right=0.98, bottom=0.6 / (2.6 * rows), top=1 - 0.5 / (2.6 * rows), wspace=0.35, hspace=0.45
+        ),
+    )
     sites = sorted(set(fingerprint["site"]))
     colour_by_site = len([s for s in sites if s != UNKNOWN_SITE]) > 1
     jitter = np.random.default_rng(0).uniform(-0.15, 0.15, len(fingerprint))
@@ -158,9 +167,8 @@ def plot_acquisition(fingerprint: pd.DataFrame, nuisance: pd.DataFrame, path: Pa
         ax.axis("off")
     if colour_by_site:
         handles, labels = axes[0, 0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="lower right", fontsize=7, ncol=2, title="site")
+        fig.legend(handles, labels, loc="lower center", fontsize=7, ncol=len(labels), title="site")
     fig.suptitle("Acquisition properties by grade (ranking AUC: how well the property alone ranks the grades)")
-    fig.tight_layout()
     _save(fig, path)
 
 
