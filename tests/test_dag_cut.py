@@ -50,7 +50,7 @@ def test_comparison_and_audit_edits_leave_every_fold_stage_up_to_date(tiny_run_c
         _append_comment(repo, name)
         changed = _changed(repo)
         assert not changed & FOLD_STAGES, f"{name}: {sorted(changed & FOLD_STAGES)}"
-        assert expected <= changed, f"{name}: {sorted(changed)}"
+        assert changed == expected, f"{name}: {sorted(changed)}"
         (repo / name).write_text(originals[name])
     assert _changed(repo) == set()
 

@@ -136,6 +136,11 @@ def test_pooled_auc_interval_is_the_stratified_percentile_bootstrap_and_near_del
     assert result["n_bootstrap"] == 500
     # The percentile interval lands near pROC's DeLong interval for ndka (seeds 0-4 all within 0.008).
     assert (result["ci_low"], result["ci_high"]) == pytest.approx((0.501244999271703, 0.722670989888189), abs=0.01)
+    # wfns is a 5-level score: 453 tied (Poor, Good) pairs, each counted 1/2 by the hand AUC as by the code
+    result = pooled_auc_with_ci(labels, markers["wfns"], n_bootstrap=300, seed=2)
+    auc, low, high = bootstrap_auc_interval_by_hand(labels, markers["wfns"], n_bootstrap=300, seed=2)
+    assert result["auc"] == pytest.approx(0.823678861788618, abs=1e-12) == pytest.approx(auc, abs=1e-12)  # pROC
+    assert (result["ci_low"], result["ci_high"]) == pytest.approx((low, high), abs=1e-12)
     seeded = pooled_auc_with_ci(labels, markers["ndka"], n_bootstrap=100, seed=1)
     assert seeded == pooled_auc_with_ci(labels, markers["ndka"], n_bootstrap=100, seed=1)
     assert seeded != pooled_auc_with_ci(labels, markers["ndka"], n_bootstrap=100, seed=2)

@@ -144,15 +144,16 @@ def test_leave_site_out_refuses_in_one_line_when_the_sites_cannot_give_both_grad
 
 
 def test_leave_site_out_refusal_blames_the_seeded_assignment_not_the_sites():
-    # Both grades come from 2 sites, and {A} | {B, C, D} would give both folds both grades; StratifiedGroupKFold's
-    # seeded greedy assignment does not find it, so the line must not claim that no assignment exists.
-    manifest = _with_sites({"A": (10, 10), "B": (10, 0), "C": (0, 1), "D": (1, 0)})
-    grades_of = manifest.groupby("site")["grade"].agg(set)
-    assert grades_of["A"] == grades_of["B"] | grades_of["C"] | grades_of["D"] == {"HGG", "LGG"}
+    # Enough sites of each grade, and {S0, S2} | {S1} gives both folds both grades: seed 0 finds it, while
+    # StratifiedGroupKFold's greedy assignment from seed 1 does not. The line names the seed, not the cohort.
+    manifest = _with_sites({"S0": (1, 4), "S1": (5, 2), "S2": (6, 0)})
+    site_of = dict(zip(manifest["subject_id"], manifest["site"]))
+    found = make_splits(manifest, 2, 0.5, seed=0, group_by="site")
+    assert sorted(sorted({site_of[s] for s in split.test}) for split in found) == [["S0", "S2"], ["S1"]]
     with pytest.raises(GliomilError) as info:
-        make_splits(manifest, 2, 0.5, seed=0, group_by="site")
+        make_splits(manifest, 2, 0.5, seed=1, group_by="site")
     assert str(info.value) == (
-        "split.group_by site: seed 0's assignment of whole sites leaves held-out fold 0 with HGG patients only; "
+        "split.group_by site: seed 1's assignment of whole sites leaves held-out fold 0 with HGG patients only; "
         "try another seed, fewer folds or split.group_by: none"
     )
 

@@ -88,13 +88,13 @@ def make_splits(
         sites = _site_groups(manifest, labels, n_folds)
         test_fold = _stratified_group_parts(labels, sites, n_folds, seed)
         for fold in range(n_folds):
-            held_out = [GRADES[label] for label in sorted(set(labels[test_fold == fold].tolist()))]
+            held_out = set(labels[test_fold == fold].tolist())
             if len(held_out) < 2:
                 # StratifiedGroupKFold assigns whole sites greedily from the seed: another seed may succeed
+                holds = f"with {GRADES[held_out.pop()]} patients only" if held_out else "empty"
                 raise GliomilError(
-                    f"split.group_by site: seed {seed}'s assignment of whole sites leaves held-out fold {fold} with "
-                    f"{' and '.join(held_out) or 'no'} patients only; try another seed, fewer folds or "
-                    "split.group_by: none"
+                    f"split.group_by site: seed {seed}'s assignment of whole sites leaves held-out fold {fold} "
+                    f"{holds}; try another seed, fewer folds or split.group_by: none"
                 )
     else:
         test_fold = _stratified_group_parts(labels, groups, n_folds, seed)
