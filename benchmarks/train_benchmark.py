@@ -51,7 +51,8 @@ def main():
     top = {key: P.value(params, key) for key in ("seed", "label_smoothing", "use_class_weights")}
     config = TrainConfig.from_settings(top, P.section(params, "train"))
     dtype = autocast_dtype(torch.device("cpu"), config.amp)
-    train_set = BagSet.load(args.preprocessed, FoldSplit.read("data/splits/fold_0.json").train)
+    fold_0 = FoldSplit.read("data/splits/fold_0.json").train
+    train_set = BagSet.load(args.preprocessed, fold_0, tumour_maps=config.pixel_supervision > 0)
     # the loss exactly as train_fold builds it
     class_weights = class_weights_from_counts(*train_set.class_counts()) if config.use_class_weights else None
     loss_fn = partial(mil_loss, label_smoothing=config.label_smoothing, class_weights=class_weights)
@@ -61,12 +62,27 @@ def main():
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
 
-    def step(slices, sizes, labels, tumour=None):
+    def step(slices, sizes, labels, tumour=None, tumour_maps=None):
         """One training step exactly as train_fold takes it; returns the model's outputs."""
         if config.instance_supervision > 0 and tumour is None:  # random tensors: a tumour in every other slice
             tumour = torch.tensor([i % 2 for i in range(len(slices))], dtype=torch.float32)
+        if config.pixel_supervision > 0 and tumour_maps is None:  # random tensors: a tumour in one corner
+            tumour_maps = torch.zeros(slices.shape[0], *slices.shape[2:])
+            tumour_maps[:, : slices.shape[2] // 4, : slices.shape[3] // 4] = 1.0
         return train_step(
-            model, optimizer, scaler, loss_fn, slices, sizes, labels, dtype, config.instance_supervision, tumour
+            model,
+            optimizer,
+            scaler,
+            loss_fn,
+            slices,
+            sizes,
+            labels,
+            dtype,
+            config.instance_supervision,
+            tumour,
+            config.instance_target,
+            config.pixel_supervision,
+            tumour_maps,
         )[1]
 
     batch = config.batch_size
@@ -74,13 +90,16 @@ def main():
 
     def read_batch():
         chosen = rng.choice(len(train_set), size=batch, replace=False)
-        slices, picks = draw_bags(train_set, chosen, config.bag_size, rng, config.augment, config.augment_geometry)
+        slices, picks, maps = draw_bags(
+            train_set, chosen, config.bag_size, rng, config.augment, config.augment_geometry
+        )
         tumour = np.concatenate([train_set.tumour_fraction[i][p] for i, p in zip(chosen, picks)])
         return (
             torch.from_numpy(slices),
             [len(p) for p in picks],
             torch.from_numpy(train_set.labels[chosen]),
             torch.from_numpy(tumour_targets(tumour)),
+            None if maps is None else torch.from_numpy(maps),
         )
 
     for _ in range(3):  # warm-up: allocator, oneDNN kernels
@@ -89,9 +108,9 @@ def main():
     read_seconds, step_seconds, slices, outputs = 0.0, 0.0, 0, []
     for _ in range(args.steps):
         tick = time.perf_counter()
-        x, sizes, y, tumour = read_batch()
+        x, sizes, y, tumour, maps = read_batch()
         tock = time.perf_counter()
-        outputs.append(step(x, sizes, y, tumour))
+        outputs.append(step(x, sizes, y, tumour, maps))
         read_seconds += tock - tick
         step_seconds += time.perf_counter() - tock
         slices += len(x)

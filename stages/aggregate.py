@@ -44,6 +44,7 @@ KNOBS = (
     "train.model.aggregator",
     "train.instance_supervision",
     "train.instance_target",
+    "train.pixel_supervision",
     "train.model.slice_pooling",
     "train.augment_geometry",
     "train.tumour_blind",

@@ -64,7 +64,7 @@ def main():
     print(f"fold {fold}: {set_threads(train['threads'])} torch threads")
 
     split = FoldSplit.read(paths.fold_split(fold))
-    train_set = BagSet.load(paths.PREPROCESSED, split.train)
+    train_set = BagSet.load(paths.PREPROCESSED, split.train, tumour_maps=config.pixel_supervision > 0)
     val_set = BagSet.load(paths.PREPROCESSED, split.inner_val)
     if config.tumour_blind:  # the confound control: no tumour voxel reaches the model
         train_set, val_set = train_set.without_tumour_slices(), val_set.without_tumour_slices()

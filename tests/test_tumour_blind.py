@@ -55,7 +55,7 @@ def test_a_training_step_draws_only_tumour_free_slices(store):
     rng = np.random.default_rng(0)
     for _ in range(5):
         chosen = rng.choice(len(blind), size=4, replace=False)
-        drawn, picks = draw_bags(blind, chosen, bag_size=6, rng=rng, augment=False)
+        drawn, picks, _ = draw_bags(blind, chosen, bag_size=6, rng=rng, augment=False)
         start = 0
         for i, p in zip(chosen, picks):
             assert (blind.tumour_fraction[i][p] == 0).all()

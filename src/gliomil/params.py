@@ -151,6 +151,7 @@ SPEC: dict[str, Rule] = {
     "train.patience": integer(low=1),
     "train.instance_supervision": number(0.0, None),
     "train.instance_target": choice(INSTANCE_TARGETS),
+    "train.pixel_supervision": number(0.0, None),
     "train.tumour_blind": boolean(),
     "train.select_metric": choice(("loss", "auc")),
     "train.amp": boolean(),

@@ -29,7 +29,7 @@ UNKNOWN_SITE = "unknown"
 SPLIT_GROUPS = ("none", "site")
 
 # How the slice encoder pools its last feature map into a slice's feature vector (train.model.slice_pooling).
-SLICE_POOLINGS = ("mean", "max", "mean_max")
+SLICE_POOLINGS = ("mean", "max", "mean_max", "gated_max")
 
 # What training-only instance supervision teaches the instance stream (train.instance_target): where the tumour is
 # within a bag (``tumour``), or that a tumour slice of an HGG bag is HGG and every other slice is not (``grade``).

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from gliomil.runtime import interrupts
 from gliomil.errors import GliomilError
-from gliomil.data.slices import load_verified_bag, read_manifest, read_slice_table
+from gliomil.data.slices import load_verified_bag, load_verified_tumour_map, read_manifest, read_slice_table
 
 
 @dataclass
@@ -19,6 +20,8 @@ class BagSet:
 
     ``bags[i]`` is float16 (S_i, 4, H, W); ``tumour_fraction[i]`` and ``position[i]`` are
     float (S_i,) per slice (see :mod:`gliomil.data.preprocess`); ``labels`` is int (n,), 1 = HGG.
+    ``tumour_maps``, only when asked for (training-only supervision): ``tumour_maps[i]`` uint8 (S_i, H, W), 255 x
+    each pixel's tumour share, or None for a subject without a segmentation.
     """
 
     subject_ids: list[str]
@@ -26,6 +29,7 @@ class BagSet:
     bags: list[np.ndarray]
     tumour_fraction: list[np.ndarray]
     position: list[np.ndarray]
+    tumour_maps: list[np.ndarray | None] | None = None
 
     def __len__(self) -> int:
         return len(self.subject_ids)
@@ -37,8 +41,10 @@ class BagSet:
         subject_ids: list[str],
         manifest: pd.DataFrame | None = None,
         slice_table: pd.DataFrame | None = None,
+        tumour_maps: bool = False,
     ) -> BagSet:
-        """Read the subjects' slices fully into memory (a fold's training set is a few hundred MB at most).
+        """Read the subjects' slices fully into memory (a fold's training set is a few hundred MB at most), and
+        with ``tumour_maps`` their tumour maps too.
 
         Each subject's array is checked against the manifest's SHA-256 before it is used: a corrupted or
         truncated slice file raises :class:`GliomilError` naming the subject and the file
@@ -61,7 +67,15 @@ class BagSet:
             tumour.append(rows["tumour_fraction"].to_numpy(dtype=np.float64))
             position.append(rows["position"].to_numpy(dtype=np.float64))
         labels = np.array(by_id.loc[subject_ids, "label"], dtype=np.int64)
-        return cls(list(subject_ids), labels, bags, tumour, position)
+        maps = None
+        if tumour_maps:
+            if "tumour_map_sha256" not in by_id.columns:
+                raise GliomilError(f"{preprocessed_dir}: written before tumour maps existed; re-run the preprocess stage")
+            maps = []
+            for sid in subject_ids:
+                sha = by_id.loc[sid, "tumour_map_sha256"]
+                maps.append(None if pd.isna(sha) or not sha else load_verified_tumour_map(preprocessed_dir, sid, sha))
+        return cls(list(subject_ids), labels, bags, tumour, position, maps)
 
     def without_tumour_slices(self) -> BagSet:
         """The tumour-blind view of these bags (``train.tumour_blind``, the confound audit's control): each bag
@@ -73,8 +87,11 @@ class BagSet:
         mass effect and the acquisition can tell the grades apart. Raises :class:`GliomilError` naming the subject
         when a bag has no segmentation (unknown fractions) or no slice without tumour.
         """
-        bags, tumour, position = [], [], []
-        for sid, bag, fractions, where in zip(self.subject_ids, self.bags, self.tumour_fraction, self.position):
+        bags, tumour, position, maps = [], [], [], []
+        tumour_maps = self.tumour_maps or [None] * len(self)
+        for sid, bag, fractions, where, tumour_map in zip(
+            self.subject_ids, self.bags, self.tumour_fraction, self.position, tumour_maps
+        ):
             if np.isnan(fractions).any():
                 raise GliomilError(
                     f"train.tumour_blind needs every subject's segmentation; {sid} has none "
@@ -86,7 +103,10 @@ class BagSet:
             bags.append(bag[keep])
             tumour.append(fractions[keep])
             position.append(where[keep])
-        return BagSet(list(self.subject_ids), self.labels.copy(), bags, tumour, position)
+            maps.append(None if tumour_map is None else tumour_map[keep])
+        return BagSet(
+            list(self.subject_ids), self.labels.copy(), bags, tumour, position, None if self.tumour_maps is None else maps
+        )
 
     def class_counts(self) -> tuple[int, int]:
         """(n_lgg, n_hgg)."""
@@ -116,6 +136,40 @@ def epoch_order(labels: np.ndarray, rng: np.random.Generator, weighted_sampler: 
     return rng.choice(n, size=n, replace=True, p=weights / weights.sum())
 
 
+class BagTransform(NamedTuple):
+    """One bag's random augmentation (:func:`draw_transform`): applied alike to every slice of the bag and to its
+    tumour map."""
+
+    gains: np.ndarray  # float32 (1, C, 1, 1): exp(N(0, gain_sigma)) per modality
+    flip_left_right: bool
+    quarter_turns: int  # in-plane rotation by quarter_turns x 90 degrees (0 without geometry)
+    flip_anterior_posterior: bool
+
+    def move(self, planes: np.ndarray) -> np.ndarray:
+        """The spatial part on (..., H, W) planes (slices or a tumour map): a view, no copy."""
+        if self.flip_left_right:
+            planes = planes[..., ::-1, :]
+        if self.quarter_turns:
+            planes = np.rot90(planes, k=self.quarter_turns, axes=(-2, -1))
+        if self.flip_anterior_posterior:
+            planes = planes[..., ::-1]
+        return planes
+
+
+def draw_transform(rng: np.random.Generator, channels: int, gain_sigma: float = 0.1, geometry: bool = False):
+    """A random left-right flip and per-modality gain of a bag, and with ``geometry`` (``train.augment_geometry``) a
+    random in-plane rotation by 0, 90, 180 or 270 degrees and a random anterior-posterior flip: the eight symmetries
+    of the square, drawn after the flip and gain so that ``geometry=False`` draws exactly what it always drew.
+    Returns a :class:`BagTransform`."""
+    gains = np.exp(rng.normal(0.0, gain_sigma, size=(1, channels, 1, 1))).astype(np.float32)
+    flip_left_right = bool(rng.random() < 0.5)
+    turns, flip_anterior_posterior = 0, False
+    if geometry:
+        turns = int(rng.integers(4))
+        flip_anterior_posterior = bool(rng.random() < 0.5)
+    return BagTransform(gains, flip_left_right, turns, flip_anterior_posterior)
+
+
 def augment_bag(
     slices: np.ndarray,
     rng: np.random.Generator,
@@ -123,26 +177,26 @@ def augment_bag(
     out: np.ndarray | None = None,
     geometry: bool = False,
 ) -> np.ndarray:
-    """Random left-right flip and per-modality gain of one bag's slices (S, 4, H, W), applied to the whole bag.
+    """Random left-right flip and per-modality gain of one bag's slices (S, 4, H, W), applied to the whole bag
+    (:func:`draw_transform`).
 
     The same transform for every slice of a bag keeps the volume consistent. A gain (multiplying
     the z-scored intensities by ``exp(N(0, gain_sigma))``) mimics scanner-to-scanner contrast
     differences and keeps the background at 0. Axis -2 is the patient's left-right axis (RAS).
-    ``geometry`` (``train.augment_geometry``) adds a random in-plane rotation by 0, 90, 180 or 270 degrees and a
-    random anterior-posterior flip (square slices only): the eight symmetries of the square, drawn after the
-    flip and gain so that ``geometry=False`` draws exactly what it always drew.
-    Returns float32 (S, 4, H, W), written into ``out`` when given.
+    ``geometry`` needs square slices. Returns float32 (S, 4, H, W), written into ``out`` when given.
     """
-    gains = np.exp(rng.normal(0.0, gain_sigma, size=(1, slices.shape[1], 1, 1))).astype(np.float32)
-    if rng.random() < 0.5:
-        slices = slices[..., ::-1, :]
-    if geometry:
-        if slices.shape[-1] != slices.shape[-2]:
-            raise ValueError(f"geometric augmentation needs square slices, got {slices.shape[-2:]}")
-        slices = np.rot90(slices, k=int(rng.integers(4)), axes=(-2, -1))
-        if rng.random() < 0.5:
-            slices = slices[..., ::-1]
-    return np.multiply(slices, gains, out=out)
+    if geometry and slices.shape[-1] != slices.shape[-2]:
+        raise ValueError(f"geometric augmentation needs square slices, got {slices.shape[-2:]}")
+    transform = draw_transform(rng, slices.shape[1], gain_sigma, geometry)
+    return np.multiply(transform.move(slices), transform.gains, out=out)
+
+
+class DrawnBags(NamedTuple):
+    """The bags of one training step (:func:`draw_bags`)."""
+
+    slices: np.ndarray  # float32 (sum N_b, 4, H, W)
+    picks: list[np.ndarray]  # per bag, the indices of its slices within the subject
+    tumour_maps: np.ndarray | None  # float32 (sum N_b, H, W) in [0, 1], moved as the slices; None without maps
 
 
 def draw_bags(
@@ -152,21 +206,33 @@ def draw_bags(
     rng: np.random.Generator,
     augment: bool,
     geometry: bool = False,
-) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The slices of one training step: a random bag of each chosen subject, concatenated.
+) -> DrawnBags:
+    """The slices of one training step: a random bag of each chosen subject, concatenated, and when ``bag_set``
+    holds tumour maps, theirs (transformed with the slices).
 
-    Returns float32 (sum N_b, 4, H, W) and, per bag, the indices of its slices within the subject.
-    Each bag is converted (and augmented, :func:`augment_bag` with ``geometry``) straight into its part of the
-    output: one pass over the data.
+    Each bag is converted (and augmented, :func:`draw_transform` with ``geometry``) straight into its part of the
+    output: one pass over the data. Raises :class:`GliomilError` when a chosen subject has no tumour map.
     """
     picks = [sample_slices(len(bag_set.bags[i]), bag_size, rng) for i in indices]
-    slices = np.empty((sum(len(p) for p in picks), *bag_set.bags[indices[0]].shape[1:]), dtype=np.float32)
+    total = sum(len(p) for p in picks)
+    slices = np.empty((total, *bag_set.bags[indices[0]].shape[1:]), dtype=np.float32)
+    maps = None if bag_set.tumour_maps is None else np.empty((total, *slices.shape[2:]), dtype=np.float32)
+    if augment and geometry and slices.shape[-1] != slices.shape[-2]:
+        raise ValueError(f"geometric augmentation needs square slices, got {slices.shape[-2:]}")
     start = 0
     for i, p in zip(indices, picks):
-        part = slices[start : start + len(p)]
-        if augment:
-            augment_bag(bag_set.bags[i][p], rng, out=part, geometry=geometry)
+        end = start + len(p)
+        transform = draw_transform(rng, slices.shape[1], geometry=geometry) if augment else None
+        bag = bag_set.bags[i][p]
+        if transform is None:
+            slices[start:end] = bag
         else:
-            part[...] = bag_set.bags[i][p]
-        start += len(p)
-    return slices, picks
+            np.multiply(transform.move(bag), transform.gains, out=slices[start:end])
+        if maps is not None:
+            tumour_map = bag_set.tumour_maps[i]
+            if tumour_map is None:
+                raise GliomilError(f"{bag_set.subject_ids[i]} has no tumour map (no segmentation)")
+            part = tumour_map[p]
+            np.multiply(part if transform is None else transform.move(part), np.float32(1 / 255), out=maps[start:end])
+        start = end
+    return DrawnBags(slices, picks, maps)

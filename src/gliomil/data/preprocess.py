@@ -6,11 +6,12 @@ Per subject (all arrays in canonical RAS voxel order, axial slices along the las
 2. crop to the brain's bounding box, padded to a square in-plane so anatomy keeps its aspect;
 3. keep axial slices whose brain covers at least ``min_brain_fraction`` of the square;
 4. resize the kept slices to ``image_size`` x ``image_size`` (antialiased bilinear);
-5. record each kept slice's tumour fraction from the segmentation, for diagnostics only
-   (the model never sees the segmentation).
+5. record each kept slice's tumour fraction from the segmentation, for diagnostics, and its tumour map (the
+   segmentation resized like the slices), for training-only supervision (the model never sees the segmentation).
 
 The cohort is written to one folder: ``slices/<subject>.npy`` (float16, shape
-(n_slices, 4, image_size, image_size), memory-mappable), ``manifest.csv`` (one row per
+(n_slices, 4, image_size, image_size), memory-mappable), ``tumour_maps/<subject>.npy`` (uint8, shape
+(n_slices, image_size, image_size), subjects with a segmentation only), ``manifest.csv`` (one row per
 subject) and ``slices.csv`` (one row per kept slice).
 """
 
@@ -25,7 +26,7 @@ import pandas as pd
 
 from gliomil.data.brats import SUFFIX_KEYS, Subject, Volumes, check_suffixes, load_volumes, resolve_files
 from gliomil.data.fingerprint import FINGERPRINT_PERCENTILES, fingerprint_row, pad_thumbnails, qc_thumbnail
-from gliomil.data.slices import MANIFEST, SLICE_DIR, SLICE_TABLE, content_hash
+from gliomil.data.slices import MANIFEST, SLICE_DIR, SLICE_TABLE, TUMOUR_MAP_DIR, content_hash
 from gliomil.errors import GliomilError, InputError
 from gliomil.runtime.files import atomic_directory, make_directory, write_text, write_with
 from gliomil.runtime.workers import map_in_workers
@@ -72,6 +73,9 @@ class SliceBag:
     position: np.ndarray  # float (S,) relative axial position within the brain, 0 = lowest brain slice
     brain_fraction: np.ndarray  # float (S,) share of the square crop that is brain
     tumour_fraction: np.ndarray  # float (S,) share of the slice's brain that is tumour (seg > 0); NaN without seg
+    # uint8 (S, image_size, image_size): 255 x each pixel's tumour share (seg > 0 in the brain, resized like the
+    # slices); None without seg. Training-only supervision (train.pixel_supervision)
+    tumour_map: np.ndarray | None
     geometry: SliceGeometry
     brain_voxels: int = 0  # voxels of the brain mask
     # float64 (4, len(FINGERPRINT_PERCENTILES)): each modality's raw brain intensity percentiles, read off the sort
@@ -226,10 +230,11 @@ def preprocess_volumes(volumes: Volumes, settings: PreprocessSettings) -> SliceB
     mask_planes = mask[x_box, y_box].T
     brain_in_box, kept_mask = mask_planes[z_box], mask_planes[keep]
     if seg is None:
-        tumour_fraction = np.full(keep.size, np.nan)
+        tumour_fraction, tumour_map = np.full(keep.size, np.nan), None
     else:
-        tumour_pixels = np.count_nonzero((geometry.planes(seg) > 0) & kept_mask, axis=(1, 2))
-        tumour_fraction = tumour_pixels / np.maximum(brain_pixels[keep], 1)
+        tumour = (geometry.planes(seg) > 0) & kept_mask
+        tumour_fraction = np.count_nonzero(tumour, axis=(1, 2)) / np.maximum(brain_pixels[keep], 1)
+        tumour_map = np.rint(255 * geometry.resize(tumour.astype(np.float32)).clip(0, 1)).astype(np.uint8)
 
     slices = np.empty((keep.size, len(images), settings.image_size, settings.image_size), dtype=np.float16)
     raw = np.empty((len(images), len(FINGERPRINT_PERCENTILES)))
@@ -238,7 +243,9 @@ def preprocess_volumes(volumes: Volumes, settings: PreprocessSettings) -> SliceB
         zscore = zscore_parameters(planes[z_box][brain_in_box], settings.clip_percentiles, raw[channel])
         slices[:, channel] = geometry.resize(clip_and_zscore(planes[keep], kept_mask, zscore))
     brain_voxels = int(brain_pixels.sum())
-    return SliceBag(slices, keep, position, brain_fraction[keep], tumour_fraction, geometry, brain_voxels, raw)
+    return SliceBag(
+        slices, keep, position, brain_fraction[keep], tumour_fraction, tumour_map, geometry, brain_voxels, raw
+    )
 
 
 # -- cohort ---------------------------------------------------------------------------------
@@ -272,8 +279,10 @@ def _process_subject(job: _Job):
         volumes, bag = preprocess_case(subject.subject_id, resolve_files(subject, job.suffixes), job.settings)
     except InputError as exc:
         return subject, str(exc), None
-    slices = bag.slices
+    slices, tumour_map = bag.slices, bag.tumour_map
     write_with(job.out_dir / SLICE_DIR / f"{subject.subject_id}.npy", lambda f: np.save(f, slices))
+    if tumour_map is not None:
+        write_with(job.out_dir / TUMOUR_MAP_DIR / f"{subject.subject_id}.npy", lambda f: np.save(f, tumour_map))
     row = {
         "subject_id": subject.subject_id,
         "patient_id": subject.patient_id,
@@ -283,6 +292,7 @@ def _process_subject(job: _Job):
         "n_slices": len(bag.slices),
         "slices_file": f"{SLICE_DIR}/{subject.subject_id}.npy",
         "content_sha256": content_hash(bag.slices),
+        "tumour_map_sha256": "" if tumour_map is None else content_hash(tumour_map),
         "source_files": ";".join(str(volumes.files[key]) for key in SUFFIX_KEYS),
     }
     # The fingerprint while the volumes are in memory (gliomil.data.fingerprint): a second read would cost as much.
@@ -338,6 +348,7 @@ def preprocess_cohort(
     rows, slice_tables, fingerprints, thumbnails, skipped = [], [], [], [], []
     with atomic_directory(out_dir) as tmp_dir:
         make_directory(tmp_dir / SLICE_DIR)
+        make_directory(tmp_dir / TUMOUR_MAP_DIR)
         jobs = [_Job(s, dict(suffixes), settings, tmp_dir) for s in subjects]
         for subject, error, result in map_in_workers(
             _process_subject, jobs, workers, progress="preprocess" if progress else None

@@ -1,8 +1,10 @@
 """The slice store: what the preprocess stage writes and every later stage reads.
 
-``<dir>/manifest.csv`` (one row per subject, with the SHA-256 of its slices), ``<dir>/slices.csv`` (one row per
-kept slice) and ``<dir>/slices/<subject>.npy`` (float16, (S, 4, H, W)). Reading it needs none of the
-preprocessing maths, so training does not re-run when that maths' code changes without changing its output.
+``<dir>/manifest.csv`` (one row per subject, with the SHA-256 of its slices and of its tumour map), ``<dir>/slices.csv``
+(one row per kept slice), ``<dir>/slices/<subject>.npy`` (float16, (S, 4, H, W)) and, for a subject with a
+segmentation, ``<dir>/tumour_maps/<subject>.npy`` (uint8, (S, H, W): 255 x the share of each pixel that is tumour,
+for training-only supervision). Reading it needs none of the preprocessing maths, so training does not re-run when
+that maths' code changes without changing its output.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from gliomil.errors import InputError
 MANIFEST = "manifest.csv"
 SLICE_TABLE = "slices.csv"
 SLICE_DIR = "slices"
+TUMOUR_MAP_DIR = "tumour_maps"
 
 
 def content_hash(array: np.ndarray) -> str:
@@ -42,7 +45,10 @@ def load_bag(preprocessed_dir: str | Path, subject_id: str, mmap: bool = True) -
     """A subject's slices, float16 (S, 4, H, W); memory-mapped by default so reads touch only what is used.
 
     A missing, truncated or unreadable file raises :class:`InputError` naming the subject and the file."""
-    path = Path(preprocessed_dir) / SLICE_DIR / f"{subject_id}.npy"
+    return _load_array(Path(preprocessed_dir) / SLICE_DIR / f"{subject_id}.npy", subject_id, mmap)
+
+
+def _load_array(path: Path, subject_id: str, mmap: bool) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
@@ -63,3 +69,15 @@ def load_verified_bag(preprocessed_dir: str | Path, subject_id: str, sha256: str
             subject_id, path, "slices differ from the manifest's SHA-256 (corrupted); `dvc checkout` restores them"
         )
     return bag
+
+
+def load_verified_tumour_map(preprocessed_dir: str | Path, subject_id: str, sha256: str) -> np.ndarray:
+    """A subject's tumour map, uint8 (S, H, W) (255 = all tumour), checked against the manifest's ``sha256`` like
+    :func:`load_verified_bag`. A missing, unreadable or corrupted file raises :class:`InputError`."""
+    path = Path(preprocessed_dir) / TUMOUR_MAP_DIR / f"{subject_id}.npy"
+    tumour_map = np.ascontiguousarray(_load_array(path, subject_id, mmap=False))
+    if content_hash(tumour_map) != sha256:
+        raise InputError(
+            subject_id, path, "tumour map differs from the manifest's SHA-256 (corrupted); `dvc checkout` restores it"
+        )
+    return tumour_map

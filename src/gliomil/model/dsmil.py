@@ -82,6 +82,11 @@ class SliceEncoder(nn.Module):
     Input ``(N, in_channels, H, W)`` float with ``H, W >= 2**depth``; output ``(N, K)``
     with ``K = out_features = width * 2**(depth - 1)`` (twice that for ``mean_max``).
 
+    ``tumour_head`` adds a 1x1 convolution on the last block's map before its MaxPool (``(H, W) / 2**(depth - 1)``
+    cells) that scores each cell for tumour (:meth:`encode`); ``train.pixel_supervision`` teaches it from the
+    segmentation during training. ``gated_max`` pooling needs it: the maximum over that map of each cell's features
+    times its sigmoid(tumour score), so the slice's features come from where the encoder sees tumour.
+
     Why ``max`` exists: a tumour covers a small share of an axial slice, and the average over the whole map
     dilutes a local pattern (an enhancing rim) by the area of the brain around it; the maximum keeps the
     strongest response wherever it lies.
@@ -96,7 +101,9 @@ class SliceEncoder(nn.Module):
     deterministic and independent of the batch and of slice order.
     """
 
-    def __init__(self, in_channels: int = 4, width: int = 16, depth: int = 4, pooling: str = "mean"):
+    def __init__(
+        self, in_channels: int = 4, width: int = 16, depth: int = 4, pooling: str = "mean", tumour_head: bool = False
+    ):
         super().__init__()
         if in_channels < 1 or width < 1 or depth < 1:
             raise ValueError(f"in_channels, width and depth must be >= 1, got {in_channels}, {width}, {depth}")
@@ -121,9 +128,16 @@ class SliceEncoder(nn.Module):
         # project's CPU it took the default `dvc repro` from 7 min 23 s to 5 min 23 s (same params).
         self.features = nn.Sequential(*layers).to(memory_format=torch.channels_last)
         self.out_features = channels_in * (2 if pooling == "mean_max" else 1)
+        # Created after the blocks: without it, every other parameter is initialised exactly as before it existed.
+        self.tumour_head = nn.Conv2d(channels_in, 1, kernel_size=1) if tumour_head or pooling == "gated_max" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, in_channels, H, W)`` -> ``(N, out_features)``."""
+        return self.encode(x)[0]
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(N, in_channels, H, W)`` -> features ``(N, out_features)`` and, with the tumour head, its logits
+        ``(N, H / 2**(depth - 1), W / 2**(depth - 1))`` (None without)."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected slices (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         min_side = 2**self.depth
@@ -131,7 +145,16 @@ class SliceEncoder(nn.Module):
             raise ValueError(
                 f"slices must be at least {min_side}x{min_side} for depth {self.depth}, got {tuple(x.shape[2:])}"
             )
-        maps = self.features(x.contiguous(memory_format=torch.channels_last))
+        x = x.contiguous(memory_format=torch.channels_last)
+        if self.tumour_head is None:
+            return self._pool(self.features(x)), None
+        before_pool = self.features[:-1](x)
+        tumour_logits = self.tumour_head(before_pool)
+        if self.pooling == "gated_max":
+            return (before_pool * torch.sigmoid(tumour_logits)).amax(dim=(2, 3)), tumour_logits[:, 0]
+        return self._pool(self.features[-1](before_pool)), tumour_logits[:, 0]
+
+    def _pool(self, maps: torch.Tensor) -> torch.Tensor:
         if self.pooling == "mean":
             return maps.mean(dim=(2, 3))
         if self.pooling == "max":

@@ -37,6 +37,7 @@ class MILOutput(NamedTuple):
     attention: torch.Tensor | None  # (sum N_b,) >= 0, sums to 1 within each bag
     critical: torch.Tensor | None  # (B,) long, index within its bag of the slice that decides
     bag_sizes: torch.Tensor  # (B,) long, on the CPU
+    tumour_logits: torch.Tensor | None = None  # (sum N_b, h, w) the encoder's tumour head, from forward only
 
 
 def _column(tensor: torch.Tensor | None) -> torch.Tensor | None:
@@ -63,6 +64,7 @@ class MILModel(nn.Module):
         dropout_v: float = 0.0,
         prediction: str = "bag_stream",
         slice_pooling: str = "mean",
+        tumour_head: bool = False,
     ):
         super().__init__()
         if aggregator not in AGGREGATORS:
@@ -72,7 +74,7 @@ class MILModel(nn.Module):
         if prediction == "both_streams" and aggregator != "dsmil":
             raise ValueError(f"prediction both_streams needs DSMIL's second stream; aggregator {aggregator} has one")
         self.prediction = prediction
-        self.encoder = SliceEncoder(in_channels, width, depth, slice_pooling)
+        self.encoder = SliceEncoder(in_channels, width, depth, slice_pooling, tumour_head)
         features = self.encoder.out_features
         if aggregator == "dsmil":
             self.aggregator = DSMILAggregator(features, self.n_classes, nonlinear_q, passing_v, dropout_v)
@@ -83,7 +85,8 @@ class MILModel(nn.Module):
 
     def forward(self, slices: torch.Tensor, bag_sizes: BagSizes) -> MILOutput:
         sizes = as_bag_sizes(bag_sizes, slices.shape[0])
-        return self.aggregate(self.encoder(slices), sizes)
+        feats, tumour_logits = self.encoder.encode(slices)
+        return self.aggregate(feats, sizes)._replace(tumour_logits=tumour_logits)
 
     def aggregate(self, feats: torch.Tensor, bag_sizes: BagSizes) -> MILOutput:
         """Slice features ``(sum N_b, K)`` of B bags -> :class:`MILOutput` (the one class column, squeezed)."""
@@ -131,6 +134,7 @@ class ModelConfig:
     dropout_v: float = 0.0
     prediction: str = "bag_stream"  # one of PREDICTIONS
     slice_pooling: str = "mean"  # one of gliomil.vocabulary.SLICE_POOLINGS: the encoder's pooling over a slice
+    tumour_head: bool = False  # the encoder scores its map for tumour (train.pixel_supervision > 0, or gated_max)
 
     def build(self) -> MILModel:
         return MILModel(
@@ -143,4 +147,5 @@ class ModelConfig:
             dropout_v=self.dropout_v,
             prediction=self.prediction,
             slice_pooling=self.slice_pooling,
+            tumour_head=self.tumour_head,
         )

@@ -37,6 +37,7 @@ from gliomil.training.losses import (
     instance_grade_loss,
     instance_supervision_loss,
     mil_loss,
+    pixel_supervision_loss,
     tumour_targets,
 )
 
@@ -66,6 +67,7 @@ class TrainConfig:
     patience: int = 10
     instance_supervision: float = 0.0  # weight of the instance loss; 0 = off (training only, from the seg)
     instance_target: str = "tumour"  # tumour: instance_supervision_loss; grade: instance_grade_loss
+    pixel_supervision: float = 0.0  # weight of the tumour-map loss on the encoder's tumour head; 0 = off
     tumour_blind: bool = False  # the confound control: the stages hand training bags without tumour slices
     select_metric: str = "loss"  # loss | auc, on the inner-validation split
     amp: bool = True
@@ -82,7 +84,8 @@ class TrainConfig:
         train.pop("plot_every", None)  # drawing figures is the reporter's business, not training's
         train.pop("threads", None)  # set for the whole process by the stage (gliomil.runtime.device.set_threads)
         diagnostics = dict(train.pop("diagnostics"))
-        model = ModelConfig(**train.pop("model"))
+        # The tumour head is part of the model only where something uses it.
+        model = ModelConfig(**train.pop("model"), tumour_head=train.get("pixel_supervision", 0.0) > 0)
         return cls(
             **top, **train, top_k=diagnostics.pop("top_k"), collapse=CollapseThresholds(**diagnostics), model=model
         )
@@ -114,14 +117,17 @@ def train_step(
     instance_supervision: float = 0.0,
     slice_tumour: torch.Tensor | None = None,
     instance_target: str = "tumour",
+    pixel_supervision: float = 0.0,
+    tumour_maps: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, object]:
     """One optimiser step on a batch of bags: slices ``(sum N_b, 4, H, W)``, labels ``(B,)``.
 
     The encoder runs under ``dtype`` autocast (None: float32); the loss is computed in float32. With an
     ``instance_supervision`` weight > 0, that weight times :func:`~gliomil.training.losses.instance_supervision_loss`
     on the slices' tumour flags ``slice_tumour`` ``(sum N_b,)`` is added (``instance_target`` ``grade``:
-    :func:`~gliomil.training.losses.instance_grade_loss` on the flags and the labels). Returns the loss and the model's
-    :class:`~gliomil.model.mil.MILOutput`.
+    :func:`~gliomil.training.losses.instance_grade_loss` on the flags and the labels); with a ``pixel_supervision``
+    weight > 0, that weight times :func:`~gliomil.training.losses.pixel_supervision_loss` on the slices' tumour maps
+    ``(sum N_b, H, W)``. Returns the loss and the model's :class:`~gliomil.model.mil.MILOutput`.
     """
     with torch.autocast(slices.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         out = model(slices, bag_sizes)
@@ -133,6 +139,8 @@ def train_step(
         else:
             supervision = instance_supervision_loss(slice_scores(out), bag_sizes, slice_tumour)
         loss = loss + instance_supervision * supervision
+    if pixel_supervision > 0:
+        loss = loss + pixel_supervision * pixel_supervision_loss(out.tumour_logits, tumour_maps)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
@@ -178,7 +186,9 @@ def train_epoch(
     order = epoch_order(train_set.labels, rng, config.weighted_sampler)
     for start in range(0, len(order), config.batch_size):
         batch = order[start : start + config.batch_size]
-        slices, picks = draw_bags(train_set, batch, config.bag_size, rng, config.augment, config.augment_geometry)
+        slices, picks, tumour_maps = draw_bags(
+            train_set, batch, config.bag_size, rng, config.augment, config.augment_geometry
+        )
         labels = torch.from_numpy(train_set.labels[batch]).to(device)
         slice_tumour = None
         if config.instance_supervision > 0:
@@ -196,6 +206,8 @@ def train_epoch(
             config.instance_supervision,
             slice_tumour,
             config.instance_target,
+            config.pixel_supervision,
+            None if tumour_maps is None else torch.from_numpy(tumour_maps).to(device),
         )
         interrupts.check(f"during a training step of epoch {epoch}")
         losses.append(loss.item() * len(batch))
@@ -347,14 +359,16 @@ def _restore(state: dict, modules: dict, rng: np.random.Generator) -> None:
 # -- the loop -------------------------------------------------------------------------------------
 
 
-def check_segmentations(train_set: BagSet) -> None:
-    """Instance supervision learns from the segmentation: every training subject needs one (known tumour
-    fractions). Raises :class:`GliomilError` naming the param and the first subject without."""
-    for subject, fractions in zip(train_set.subject_ids, train_set.tumour_fraction):
-        if np.isnan(fractions).any():
+def check_segmentations(train_set: BagSet, param: str = "train.instance_supervision") -> None:
+    """Instance and pixel supervision learn from the segmentation: every training subject needs one (known tumour
+    fractions; with ``train.pixel_supervision``, a tumour map). Raises :class:`GliomilError` naming ``param`` and
+    the first subject without."""
+    tumour_maps = train_set.tumour_maps or [np.zeros(0)] * len(train_set)
+    for subject, fractions, tumour_map in zip(train_set.subject_ids, train_set.tumour_fraction, tumour_maps):
+        if np.isnan(fractions).any() or tumour_map is None:
             raise GliomilError(
-                f"train.instance_supervision > 0 needs a segmentation for every training subject; {subject} has "
-                "none (set train.instance_supervision: 0 to train from the images alone)"
+                f"{param} > 0 needs a segmentation for every training subject; {subject} has "
+                f"none (set {param}: 0 to train from the images alone)"
             )
 
 
@@ -388,6 +402,10 @@ def train_fold(
 
     if config.instance_supervision > 0:
         check_segmentations(train_set)
+    if config.pixel_supervision > 0:
+        if train_set.tumour_maps is None:
+            raise ValueError("train.pixel_supervision > 0 needs a training set loaded with its tumour maps")
+        check_segmentations(train_set, "train.pixel_supervision")
     model = config.model.build().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.lr_min)

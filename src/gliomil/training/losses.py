@@ -16,6 +16,7 @@ __all__ = [
     "class_weights_from_counts",
     "instance_supervision_loss",
     "instance_grade_loss",
+    "pixel_supervision_loss",
     "tumour_targets",
 ]
 
@@ -164,6 +165,31 @@ def instance_grade_loss(
     per_slice = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     weight = torch.repeat_interleave(1.0 / sizes.float(), sizes)
     return (per_slice * weight).sum() / len(bag_sizes)
+
+
+def pixel_supervision_loss(tumour_logits: torch.Tensor, tumour_maps: torch.Tensor) -> torch.Tensor:
+    """Pixel supervision from the segmentation (``train.pixel_supervision``): a scalar >= 0.
+
+    The binary cross-entropy of each cell of the encoder's tumour map (:meth:`gliomil.model.dsmil.SliceEncoder.encode`)
+    against the share of the cell that is tumour (soft targets: the slice's tumour map averaged over the cell's
+    pixels), averaged over the cells of every slice. It teaches the encoder where the tumour lies in a slice; the
+    grade is left to the MIL loss.
+
+    Args:
+        tumour_logits: (N, h, w) the tumour head's logits, one slice per row.
+        tumour_maps: (N, H, W) each pixel's tumour share in [0, 1], H and W multiples of h and w.
+    """
+    logits = tumour_logits.float()
+    if logits.dim() != 3 or tumour_maps.dim() != 3 or tumour_maps.shape[0] != logits.shape[0]:
+        raise ValueError(
+            f"tumour_logits {tuple(logits.shape)} and tumour_maps {tuple(tumour_maps.shape)} must be (N, h, w) and "
+            "(N, H, W) of the same slices"
+        )
+    (h, w), (height, width) = logits.shape[1:], tumour_maps.shape[1:]
+    if height % h or width % w:
+        raise ValueError(f"tumour maps {height}x{width} do not tile into the head's {h}x{w} cells")
+    target = F.avg_pool2d(tumour_maps.to(logits.device).float()[:, None], (height // h, width // w))[:, 0]
+    return F.binary_cross_entropy_with_logits(logits, target)
 
 
 def tumour_targets(tumour_fraction: Sequence[float] | np.ndarray) -> np.ndarray:
