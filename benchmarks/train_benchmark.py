@@ -27,6 +27,7 @@ from gliomil.data.bags import BagSet, draw_bags
 from gliomil.data.folds import FoldSplit
 from gliomil.evaluation.diagnostics import available_summary
 from gliomil.evaluation.scoring import BagScores
+from gliomil.nested import assign
 from gliomil.runtime.device import autocast_dtype
 from gliomil.training.loop import TrainConfig, train_step
 from gliomil.training.losses import class_weights_from_counts, mil_loss, tumour_targets
@@ -42,11 +43,7 @@ def main():
     params = P.load_params()
     for item in args.set:
         key, _, text = item.partition("=")
-        *parents, leaf = key.split(".")
-        section = params
-        for parent in parents:
-            section = section[parent]
-        section[leaf] = yaml.safe_load(text)
+        assign(params, key, yaml.safe_load(text))
     P.check_params(params)
     top = {key: P.value(params, key) for key in ("seed", "label_smoothing", "use_class_weights")}
     config = TrainConfig.from_settings(top, P.section(params, "train"))

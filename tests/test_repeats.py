@@ -343,6 +343,8 @@ def test_absent_params_take_their_default_so_older_runs_join_their_configuration
     assert with_absent(new, absent) == new and "model" not in old["train"]  # a value present wins; input untouched
     assert matches(with_absent(old, absent), {"train.model.slice_pooling": "mean"})
     assert not matches(with_absent(new, absent), {"train.model.slice_pooling": "mean"})
+    with pytest.raises(GliomilError, match=r"^--absent train.epochs.x: epochs is not a section of the params$"):
+        with_absent(old, parse_spec("train.epochs.x=1"))
 
 
 # -- the external site (secondary) ------------------------------------------------------------------------------

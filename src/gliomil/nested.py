@@ -26,3 +26,14 @@ def lookup(node: dict, key: str, separator: str = ".") -> Any:
             return MISSING
         node = node[part]
     return node
+
+
+def assign(node: dict, key: str, value: Any, separator: str = ".") -> None:
+    """Set the value at a joined ``key`` in place, making the dicts on the way where they are absent. Raises
+    ValueError naming the part of ``key`` that holds a value rather than a dict."""
+    *parents, leaf = key.split(separator)
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"{part} is not a section")
+    node[leaf] = value

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from gliomil.errors import ParamsError
-from gliomil.nested import MISSING, flatten, lookup
+from gliomil.nested import MISSING, assign, flatten, lookup
 from gliomil.vocabulary import (
     AGGREGATORS,
     HAS_INSTANCE_SCORES,
@@ -219,11 +219,7 @@ def section(params: dict, prefix: str) -> dict:
     values: dict = {}
     for key in SPEC:
         if key.startswith(start):
-            *parents, leaf = key[len(start) :].split(".")
-            node = values
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = value(params, key)
+            assign(values, key[len(start) :], value(params, key))
     return values
 
 

@@ -78,7 +78,7 @@ from gliomil.comparison.statistics import (
 )
 from gliomil.errors import GliomilError
 from gliomil.evaluation.intervals import delong_test, format_p
-from gliomil.nested import MISSING, flatten, lookup
+from gliomil.nested import MISSING, assign, flatten, lookup
 from gliomil.runtime.files import write_text, write_with
 from gliomil.runtime.stage import run_command
 
@@ -345,13 +345,10 @@ def with_absent(params: dict, absent: dict) -> dict:
     for key, value in absent.items():
         if lookup(params, key) is not MISSING:
             continue
-        *parents, leaf = key.split(".")
-        node = params
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise GliomilError(f"--absent {key}: {part} is not a section of the params")
-        node[leaf] = value
+        try:
+            assign(params, key, value)
+        except ValueError as exc:
+            raise GliomilError(f"--absent {key}: {exc} of the params") from None
     return params
 
 

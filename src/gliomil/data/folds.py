@@ -1,4 +1,4 @@
-"""The fold files `split` writes and every later stage reads (``data/splits/fold_<k>.json``).
+"""The fold files `split` writes and `train`, `evaluate` and `baselines` read (``data/splits/fold_<k>.json``).
 
 Apart from :mod:`gliomil.data.split`, which decides the folds, so that a change to how folds are cut re-runs
 `split` and, only when the folds themselves change, what reads them.

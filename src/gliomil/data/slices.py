@@ -1,4 +1,4 @@
-"""The slice store: what the preprocess stage writes and every later stage reads.
+"""The slice store: what the preprocess stage writes and the stages after it read.
 
 ``<dir>/manifest.csv`` (one row per subject, with the SHA-256 of its slices and of its tumour map), ``<dir>/slices.csv``
 (one row per kept slice), ``<dir>/slices/<subject>.npy`` (float16, (S, 4, H, W)) and, for a subject with a

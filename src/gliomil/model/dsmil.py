@@ -128,7 +128,7 @@ class SliceEncoder(nn.Module):
         # project's CPU it took the default `dvc repro` from 7 min 23 s to 5 min 23 s (same params).
         self.features = nn.Sequential(*layers).to(memory_format=torch.channels_last)
         self.out_features = channels_in * (2 if pooling == "mean_max" else 1)
-        # Created after the blocks: without it, every other parameter is initialised exactly as before it existed.
+        # Created after the blocks, so that the blocks are initialised as in a model without it.
         self.tumour_head = nn.Conv2d(channels_in, 1, kernel_size=1) if tumour_head or pooling == "gated_max" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,187 @@
+"""Pixel supervision from the segmentation (``train.pixel_supervision``) and the gated max pooling of a slice
+(``train.model.slice_pooling: gated_max``): the tumour maps preprocess writes, the encoder's tumour head, its loss,
+and the training path that reads the maps while inference stays image-only."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+from test_train import TINY_MODEL, tiny_config, toy_bags
+
+from gliomil.data.bags import BagSet, draw_bags, draw_transform
+from gliomil.errors import GliomilError
+from gliomil.model.checkpoint import load_checkpoint
+from gliomil.model.dsmil import SliceEncoder
+from gliomil.model.mil import ModelConfig
+from gliomil.training import loop
+from gliomil.training.losses import pixel_supervision_loss
+
+
+def with_maps(bag_set: BagSet) -> BagSet:
+    """The toy bags' tumour maps: the lesion square of toy_bags (rows and columns 5-10) on its marked slices."""
+    maps = []
+    for bag, fractions in zip(bag_set.bags, bag_set.tumour_fraction):
+        tumour_map = np.zeros((len(bag), *bag.shape[2:]), dtype=np.uint8)
+        tumour_map[fractions > 0, 5:11, 5:11] = 255
+        maps.append(tumour_map)
+    return dataclasses.replace(bag_set, tumour_maps=maps)
+
+
+@pytest.fixture(scope="module")
+def toy_data():
+    return with_maps(toy_bags(16, 12, seed=0)), toy_bags(6, 6, seed=1)
+
+
+# -- the loss ---------------------------------------------------------------------------------------------------------
+def bce(logit: float, target: float) -> float:
+    p = 1 / (1 + math.exp(-logit))
+    return -(target * math.log(p) + (1 - target) * math.log(1 - p))
+
+
+def test_the_pixel_loss_matches_a_hand_computation():
+    # one slice, a 4x4 map on a 2x2 grid of cells: each cell's target is the mean of its 2x2 pixels
+    rows = [[1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.5]]
+    tumour_map = torch.tensor([rows])
+    logits = torch.tensor([[[2.0, -1.0], [0.0, 0.5]]])
+    by_hand = (bce(2.0, 0.75) + bce(-1.0, 0.0) + bce(0.0, 0.0) + bce(0.5, 0.125)) / 4
+    assert pixel_supervision_loss(logits, tumour_map).item() == pytest.approx(by_hand, abs=1e-6)
+
+
+def test_the_pixel_loss_is_lowest_where_the_head_finds_the_tumour():
+    tumour_map = torch.zeros(2, 8, 8)
+    tumour_map[0, :4, :4] = 1.0  # slice 0: tumour in the top-left cell; slice 1: none
+    right = torch.full((2, 2, 2), -8.0)
+    right[0, 0, 0] = 8.0
+    wrong = torch.full((2, 2, 2), -8.0)
+    wrong[1, 1, 1] = 8.0
+    assert pixel_supervision_loss(right, tumour_map).item() < 0.01
+    assert pixel_supervision_loss(wrong, tumour_map).item() > 1.0
+
+
+def test_the_pixel_loss_rejects_maps_that_do_not_fit_the_head():
+    with pytest.raises(ValueError, match="same slices"):
+        pixel_supervision_loss(torch.zeros(2, 2, 2), torch.zeros(3, 4, 4))
+    with pytest.raises(ValueError, match="do not tile"):
+        pixel_supervision_loss(torch.zeros(1, 3, 3), torch.zeros(1, 4, 4))
+
+
+# -- the encoder's tumour head and the gated pooling ------------------------------------------------------------------
+def test_the_tumour_head_scores_the_last_map_before_its_pool_and_leaves_the_features_alone():
+    torch.manual_seed(0)
+    plain = SliceEncoder(4, width=4, depth=3).eval()
+    headed = SliceEncoder(4, width=4, depth=3, tumour_head=True).eval()
+    assert plain.tumour_head is None and set(plain.state_dict()) < set(headed.state_dict())
+    headed.load_state_dict({**headed.state_dict(), **plain.state_dict()})
+    x = torch.randn(3, 4, 16, 16)
+    features, tumour_logits = headed.encode(x)
+    assert tumour_logits.shape == (3, 4, 4)  # 16 / 2**(depth - 1) cells a side
+    assert torch.equal(features, plain(x)) and plain.encode(x)[1] is None
+
+
+def test_gated_max_pooling_is_the_max_of_the_features_times_the_heads_sigmoid():
+    torch.manual_seed(0)
+    encoder = SliceEncoder(4, width=4, depth=2, pooling="gated_max").eval()
+    assert encoder.tumour_head is not None  # the gate needs the head, with or without pixel supervision
+    x = torch.randn(2, 4, 8, 8)
+    before_pool = encoder.features[:-1](x)  # (2, 8, 4, 4)
+    with torch.no_grad():
+        gate = torch.sigmoid(encoder.tumour_head(before_pool))
+        assert torch.allclose(encoder(x), (before_pool * gate).flatten(2).max(dim=2).values)
+        encoder.tumour_head.weight.zero_()
+        encoder.tumour_head.bias.fill_(30.0)  # the gate open everywhere: plain max pooling
+        assert torch.allclose(encoder(x), encoder.features(x).flatten(2).max(dim=2).values)
+        encoder.tumour_head.bias.fill_(-30.0)  # closed everywhere: nothing gets through
+        assert encoder(x).abs().max().item() < 1e-10
+
+
+def test_every_aggregator_builds_on_the_gated_pooling_and_the_head_adds_two_weights_after_the_blocks():
+    for aggregator in ("dsmil", "mean", "max", "abmil"):
+        prediction = "both_streams" if aggregator == "dsmil" else "bag_stream"
+        config = ModelConfig(width=4, depth=2, aggregator=aggregator, prediction=prediction, slice_pooling="gated_max")
+        out = config.build()(torch.randn(5, 4, 8, 8), [2, 3])
+        assert out.bag_logits.shape == (2,) and out.tumour_logits.shape == (5, 4, 4)
+    torch.manual_seed(3)
+    before = ModelConfig(width=4, depth=2).build()
+    torch.manual_seed(3)
+    headed = ModelConfig(width=4, depth=2, tumour_head=True).build()
+    # the head comes after the encoder's blocks: they are drawn exactly as without it
+    blocks = before.encoder.features.state_dict()
+    assert all(torch.equal(headed.encoder.features.state_dict()[key], value) for key, value in blocks.items())
+    added = set(headed.state_dict()) - set(before.state_dict())
+    assert added == {"encoder.tumour_head.weight", "encoder.tumour_head.bias"}
+
+
+# -- drawing bags with their maps -------------------------------------------------------------------------------------
+def test_the_maps_move_with_the_slices_and_change_no_draw(toy_data):
+    train_set, _ = toy_data
+    marked = dataclasses.replace(train_set, bags=[bag.copy() for bag in train_set.bags])
+    for bag, tumour_map in zip(marked.bags, marked.tumour_maps):
+        bag[:, 0] = tumour_map / 255  # channel 0 shows where the map says tumour
+    chosen = np.array([0, 3, 17, 20])
+    for geometry in (False, True):
+        with_map = draw_bags(marked, chosen, 8, np.random.default_rng(7), augment=True, geometry=geometry)
+        without = draw_bags(
+            dataclasses.replace(marked, tumour_maps=None), chosen, 8, np.random.default_rng(7), True, geometry
+        )
+        assert without.tumour_maps is None
+        assert np.array_equal(with_map.slices, without.slices)
+        assert all(np.array_equal(a, b) for a, b in zip(with_map.picks, without.picks))
+        assert with_map.tumour_maps.shape == (len(with_map.slices), 16, 16) and with_map.tumour_maps.max() == 1.0
+        # the gain scales the slices, not the map: compare where each is non-zero
+        assert np.array_equal(with_map.slices[:, 0] != 0, with_map.tumour_maps != 0)
+
+
+def test_a_transform_moves_any_planes_as_one_of_the_eight_symmetries():
+    planes = np.arange(2 * 3 * 3).reshape(2, 3, 3)
+    for seed in range(8):
+        transform = draw_transform(np.random.default_rng(seed), channels=4, geometry=True)
+        moved = transform.move(planes)
+        expected = planes[..., ::-1, :] if transform.flip_left_right else planes
+        expected = np.rot90(expected, transform.quarter_turns, axes=(-2, -1))
+        assert np.array_equal(moved, expected[..., ::-1] if transform.flip_anterior_posterior else expected)
+
+
+# -- training ---------------------------------------------------------------------------------------------------------
+def test_pixel_supervision_trains_the_head_and_saves_a_model_that_predicts_from_images_alone(toy_data, tmp_path):
+    train_set, val_set = toy_data  # the inner-validation set has no maps: model selection reads images only
+    gated = dataclasses.replace(TINY_MODEL, tumour_head=True, slice_pooling="gated_max")
+    config = tiny_config(epochs=2, pixel_supervision=1.0, model=gated)
+    result = loop.train_fold(config, 0, train_set, val_set, tmp_path / "best.pt", log=lambda _: None)
+    plain = loop.train_fold(tiny_config(epochs=2), 0, train_set, val_set, tmp_path / "plain.pt", log=lambda _: None)
+    assert result.history != plain.history
+    model, checkpoint = load_checkpoint(tmp_path / "best.pt")
+    assert checkpoint["model_config"]["tumour_head"] is True
+    initial = ModelConfig(**checkpoint["model_config"])
+    torch.manual_seed(config.seed * 1000)
+    assert not torch.equal(initial.build().encoder.tumour_head.weight, model.encoder.tumour_head.weight)
+    scores = model.score_bag(torch.from_numpy(val_set.bags[0].astype(np.float32)), chunk=4)
+    assert scores.tumour_logits is None and scores.bag_logits.shape == (1,)
+
+
+def test_the_head_is_built_only_where_something_uses_it():
+    train = dict(
+        pixel_supervision=0.0,
+        model=dict(dataclasses.asdict(TINY_MODEL)) | {"tumour_head": None},
+        diagnostics=dict(top_k=3, uniform_entropy=0.98, uniform_max_ratio=1.5, onehot_max_attention=0.95),
+    )
+    del train["model"]["tumour_head"]
+    top = dict(seed=1, label_smoothing=0.0, use_class_weights=False)
+    assert loop.TrainConfig.from_settings(top, train).model.tumour_head is False
+    assert loop.TrainConfig.from_settings(top, {**train, "pixel_supervision": 0.5}).model.tumour_head is True
+
+
+def test_pixel_supervision_without_a_segmentation_stops_before_training_naming_the_param_and_the_subject(
+    toy_data, tmp_path
+):
+    train_set, val_set = toy_data
+    maps = list(train_set.tumour_maps)
+    maps[5] = None
+    config = tiny_config(epochs=1, pixel_supervision=1.0, model=dataclasses.replace(TINY_MODEL, tumour_head=True))
+    with pytest.raises(GliomilError, match="train.pixel_supervision > 0 needs a segmentation") as info:
+        loop.train_fold(
+            config, 0, dataclasses.replace(train_set, tumour_maps=maps), val_set, tmp_path / "best.pt", log=print
+        )
+    assert train_set.subject_ids[5] in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "best.pt").exists()
