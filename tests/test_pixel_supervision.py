@@ -185,3 +185,15 @@ def test_pixel_supervision_without_a_segmentation_stops_before_training_naming_t
         )
     assert train_set.subject_ids[5] in str(info.value) and "\n" not in str(info.value)
     assert not (tmp_path / "best.pt").exists()
+
+
+def test_with_pixel_supervision_off_the_maps_change_nothing(toy_data, tmp_path):
+    train_set, val_set = toy_data
+    config = tiny_config(epochs=2)
+    with_maps = loop.train_fold(config, 0, train_set, val_set, tmp_path / "maps.pt", log=lambda _: None)
+    plain = dataclasses.replace(train_set, tumour_maps=None)
+    without = loop.train_fold(config, 0, plain, val_set, tmp_path / "plain.pt", log=lambda _: None)
+    assert with_maps.history == without.history
+    weights = [torch.load(tmp_path / name, weights_only=True)["model"] for name in ("maps.pt", "plain.pt")]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
