@@ -2,6 +2,7 @@
 (``train.model.slice_pooling: gated_max``): the tumour maps preprocess writes, the encoder's tumour head, its loss,
 and the training path that reads the maps while inference stays image-only."""
 
+import copy
 import dataclasses
 import math
 
@@ -10,8 +11,9 @@ import pytest
 import torch
 from test_train import TINY_MODEL, tiny_config, toy_bags
 
+import gliomil.params as P
 from gliomil.data.bags import BagSet, draw_bags, draw_transform
-from gliomil.errors import GliomilError
+from gliomil.errors import GliomilError, ParamsError
 from gliomil.model.checkpoint import load_checkpoint
 from gliomil.model.dsmil import SliceEncoder
 from gliomil.model.mil import ModelConfig
@@ -197,3 +199,17 @@ def test_with_pixel_supervision_off_the_maps_change_nothing(toy_data, tmp_path):
     weights = [torch.load(tmp_path / name, weights_only=True)["model"] for name in ("maps.pt", "plain.pt")]
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
+def test_params_refuse_pixel_supervision_on_slices_that_do_not_tile_into_the_heads_cells():
+    params = P.load_params("params.yaml")
+    edited = copy.deepcopy(params)
+    edited["train"]["pixel_supervision"] = 1.0
+    edited["train"]["model"]["slice_pooling"] = "gated_max"
+    P.check_params(edited)  # 64 pixels, depth 4: cells of 8 x 8
+    edited["preprocess"]["image_size"] = 100
+    with pytest.raises(ParamsError, match="image_size 100 is not a multiple of 8") as info:
+        P.check_params(edited)
+    assert "\n" not in str(info.value)
+    edited["train"]["pixel_supervision"] = 0.0  # the gate alone needs no tiling
+    P.check_params(edited)

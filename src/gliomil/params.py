@@ -251,3 +251,10 @@ def check_params(params: dict) -> None:
             f"params.yaml: train.instance_target grade supervises instance scores, which aggregator {aggregator} "
             "has not; use train.instance_target: tumour or another aggregator"
         )
+    cell = 2 ** (value(params, "train.model.depth") - 1)
+    if value(params, "train.pixel_supervision") > 0 and value(params, "preprocess.image_size") % cell:
+        raise ParamsError(
+            f"params.yaml: train.pixel_supervision scores the tumour map on cells of {cell} x {cell} pixels "
+            f"(train.model.depth {value(params, 'train.model.depth')}); preprocess.image_size "
+            f"{value(params, 'preprocess.image_size')} is not a multiple of {cell}"
+        )

@@ -155,6 +155,10 @@ class BagTransform(NamedTuple):
             planes = planes[..., ::-1]
         return planes
 
+    def apply(self, slices: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The whole transform on slices (S, C, H, W): float32, written into ``out`` when given."""
+        return np.multiply(self.move(slices), self.gains, out=out)
+
 
 def draw_transform(rng: np.random.Generator, channels: int, gain_sigma: float = 0.1, geometry: bool = False):
     """A random left-right flip and per-modality gain of a bag, and with ``geometry`` (``train.augment_geometry``) a
@@ -187,8 +191,7 @@ def augment_bag(
     """
     if geometry and slices.shape[-1] != slices.shape[-2]:
         raise ValueError(f"geometric augmentation needs square slices, got {slices.shape[-2:]}")
-    transform = draw_transform(rng, slices.shape[1], gain_sigma, geometry)
-    return np.multiply(transform.move(slices), transform.gains, out=out)
+    return draw_transform(rng, slices.shape[1], gain_sigma, geometry).apply(slices, out)
 
 
 class DrawnBags(NamedTuple):
@@ -227,7 +230,7 @@ def draw_bags(
         if transform is None:
             slices[start:end] = bag
         else:
-            np.multiply(transform.move(bag), transform.gains, out=slices[start:end])
+            transform.apply(bag, out=slices[start:end])
         if maps is not None:
             tumour_map = bag_set.tumour_maps[i]
             if tumour_map is None:
