@@ -5,15 +5,20 @@ and the training path that reads the maps while inference stays image-only."""
 import copy
 import dataclasses
 import math
+import shutil
 
 import numpy as np
 import pytest
 import torch
+from test_preprocess_cohort import SETTINGS, SUFFIXES
 from test_train import TINY_MODEL, tiny_config, toy_bags
 
 import gliomil.params as P
 from gliomil.data.bags import BagSet, draw_bags, draw_transform
-from gliomil.errors import GliomilError, ParamsError
+from gliomil.data.brats import find_subjects
+from gliomil.data.preprocess import preprocess_cohort
+from gliomil.data.slices import read_manifest
+from gliomil.errors import GliomilError, InputError, ParamsError
 from gliomil.model.checkpoint import load_checkpoint
 from gliomil.model.dsmil import SliceEncoder
 from gliomil.model.mil import ModelConfig
@@ -163,12 +168,13 @@ def test_pixel_supervision_trains_the_head_and_saves_a_model_that_predicts_from_
 
 
 def test_the_head_is_built_only_where_something_uses_it():
+    model = dataclasses.asdict(TINY_MODEL)
+    del model["tumour_head"]  # not a param: the training config decides it
     train = dict(
         pixel_supervision=0.0,
-        model=dict(dataclasses.asdict(TINY_MODEL)) | {"tumour_head": None},
+        model=model,
         diagnostics=dict(top_k=3, uniform_entropy=0.98, uniform_max_ratio=1.5, onehot_max_attention=0.95),
     )
-    del train["model"]["tumour_head"]
     top = dict(seed=1, label_smoothing=0.0, use_class_weights=False)
     assert loop.TrainConfig.from_settings(top, train).model.tumour_head is False
     assert loop.TrainConfig.from_settings(top, {**train, "pixel_supervision": 0.5}).model.tumour_head is True
@@ -213,3 +219,42 @@ def test_params_refuse_pixel_supervision_on_slices_that_do_not_tile_into_the_hea
     assert "\n" not in str(info.value)
     edited["train"]["pixel_supervision"] = 0.0  # the gate alone needs no tiling
     P.check_params(edited)
+
+
+# -- the store ------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def store(tiny_cohort, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pixel") / "preprocessed"
+    preprocess_cohort(find_subjects(tiny_cohort), out, SETTINGS, SUFFIXES, workers=1, progress=False)
+    return out
+
+
+def test_a_store_hands_training_its_verified_tumour_maps_and_names_a_corrupted_one(store, tmp_path):
+    ids = read_manifest(store)["subject_id"].tolist()
+    assert BagSet.load(store, ids).tumour_maps is None  # read only when asked for
+    loaded = BagSet.load(store, ids, tumour_maps=True)
+    for bag, tumour_map, fractions in zip(loaded.bags, loaded.tumour_maps, loaded.tumour_fraction):
+        assert tumour_map.shape == (len(bag), *bag.shape[2:]) and tumour_map.dtype == np.uint8
+        assert not tumour_map[fractions == 0].any() and tumour_map[fractions > 0].any()
+    copy = tmp_path / "preprocessed"
+    shutil.copytree(store, copy)
+    victim = ids[3]
+    path = copy / "tumour_maps" / f"{victim}.npy"
+    damaged = np.load(path)
+    damaged[0, 0, 0] ^= 1  # one bit: same size, same shape
+    np.save(path, damaged)
+    with pytest.raises(InputError, match="tumour map differs from the manifest's SHA-256") as info:
+        BagSet.load(copy, ids, tumour_maps=True)
+    assert str(info.value).startswith(f"{victim}: {path}: ") and "\n" not in str(info.value)
+    BagSet.load(copy, ids)  # images alone never read the maps
+
+
+def test_a_store_written_before_tumour_maps_asks_for_a_new_preprocess(store, tmp_path):
+    copy = tmp_path / "preprocessed"
+    shutil.copytree(store, copy)
+    manifest = read_manifest(copy)
+    manifest.drop(columns="tumour_map_sha256").to_csv(copy / "manifest.csv", index=False)
+    ids = manifest["subject_id"].tolist()
+    BagSet.load(copy, ids)  # training without pixel supervision reads it as before
+    with pytest.raises(GliomilError, match="written before tumour maps existed; re-run the preprocess stage$"):
+        BagSet.load(copy, ids, tumour_maps=True)
