@@ -18,6 +18,8 @@ import pytest
 import torch
 import yaml
 
+from gliomil.data.brats import DEFAULT_SUFFIXES, find_subjects
+from gliomil.data.preprocess import PreprocessSettings, preprocess_cohort
 from gliomil.runtime.device import make_deterministic
 from gliomil.synthetic.cohort import synthesize_cohort
 
@@ -43,6 +45,17 @@ def tiny_cohort(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cohort") / "synthetic"
     synthesize_cohort(root, n_hgg=8, n_lgg=6, shape=TINY_SHAPE, seed=5, workers=1)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tiny_cohort, tmp_path_factory) -> Path:
+    """The tiny cohort preprocessed to 16 x 16 slices (with its tumour maps). Treat as read-only: copy before
+    changing."""
+    out = tmp_path_factory.mktemp("store") / "preprocessed"
+    preprocess_cohort(
+        find_subjects(tiny_cohort), out, PreprocessSettings(image_size=16), DEFAULT_SUFFIXES, workers=1, progress=False
+    )
+    return out
 
 
 @pytest.fixture

@@ -10,13 +10,10 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from test_preprocess_cohort import SETTINGS, SUFFIXES
 from test_train import TINY_MODEL, tiny_config, toy_bags
 
 import gliomil.params as P
 from gliomil.data.bags import BagSet, draw_bags, draw_transform
-from gliomil.data.brats import find_subjects
-from gliomil.data.preprocess import preprocess_cohort
 from gliomil.data.slices import read_manifest
 from gliomil.errors import GliomilError, InputError, ParamsError
 from gliomil.model.checkpoint import load_checkpoint
@@ -222,22 +219,15 @@ def test_params_refuse_pixel_supervision_on_slices_that_do_not_tile_into_the_hea
 
 
 # -- the store ------------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def store(tiny_cohort, tmp_path_factory):
-    out = tmp_path_factory.mktemp("pixel") / "preprocessed"
-    preprocess_cohort(find_subjects(tiny_cohort), out, SETTINGS, SUFFIXES, workers=1, progress=False)
-    return out
-
-
-def test_a_store_hands_training_its_verified_tumour_maps_and_names_a_corrupted_one(store, tmp_path):
-    ids = read_manifest(store)["subject_id"].tolist()
-    assert BagSet.load(store, ids).tumour_maps is None  # read only when asked for
-    loaded = BagSet.load(store, ids, tumour_maps=True)
+def test_a_store_hands_training_its_verified_tumour_maps_and_names_a_corrupted_one(tiny_store, tmp_path):
+    ids = read_manifest(tiny_store)["subject_id"].tolist()
+    assert BagSet.load(tiny_store, ids).tumour_maps is None  # read only when asked for
+    loaded = BagSet.load(tiny_store, ids, tumour_maps=True)
     for bag, tumour_map, fractions in zip(loaded.bags, loaded.tumour_maps, loaded.tumour_fraction):
         assert tumour_map.shape == (len(bag), *bag.shape[2:]) and tumour_map.dtype == np.uint8
         assert not tumour_map[fractions == 0].any() and tumour_map[fractions > 0].any()
     copy = tmp_path / "preprocessed"
-    shutil.copytree(store, copy)
+    shutil.copytree(tiny_store, copy)
     victim = ids[3]
     path = copy / "tumour_maps" / f"{victim}.npy"
     damaged = np.load(path)
@@ -249,9 +239,9 @@ def test_a_store_hands_training_its_verified_tumour_maps_and_names_a_corrupted_o
     BagSet.load(copy, ids)  # images alone never read the maps
 
 
-def test_a_store_written_before_tumour_maps_asks_for_a_new_preprocess(store, tmp_path):
+def test_a_store_written_before_tumour_maps_asks_for_a_new_preprocess(tiny_store, tmp_path):
     copy = tmp_path / "preprocessed"
-    shutil.copytree(store, copy)
+    shutil.copytree(tiny_store, copy)
     manifest = read_manifest(copy)
     manifest.drop(columns="tumour_map_sha256").to_csv(copy / "manifest.csv", index=False)
     ids = manifest["subject_id"].tolist()

@@ -24,16 +24,9 @@ from gliomil.synthetic.cohort import synthesize_cohort
 from gliomil.training.loop import TrainConfig, train_fold
 
 
-@pytest.fixture(scope="module")
-def store(tiny_cohort, tmp_path_factory):
-    out = tmp_path_factory.mktemp("blind") / "preprocessed"
-    preprocess_cohort(find_subjects(tiny_cohort), out, SETTINGS, SUFFIXES, workers=1, progress=False)
-    return out
-
-
-def test_no_kept_slice_of_the_blind_view_holds_a_tumour_voxel(store, tiny_cohort):
-    manifest, slices = read_manifest(store), read_slice_table(store)
-    full = BagSet.load(store, manifest["subject_id"].tolist())
+def test_no_kept_slice_of_the_blind_view_holds_a_tumour_voxel(tiny_store, tiny_cohort):
+    manifest, slices = read_manifest(tiny_store), read_slice_table(tiny_store)
+    full = BagSet.load(tiny_store, manifest["subject_id"].tolist())
     blind = full.without_tumour_slices()
     subjects = {s.subject_id: s for s in find_subjects(tiny_cohort)}
     dropped = 0
@@ -50,8 +43,8 @@ def test_no_kept_slice_of_the_blind_view_holds_a_tumour_voxel(store, tiny_cohort
     assert dropped > 0  # the control removed something
 
 
-def test_a_training_step_draws_only_tumour_free_slices(store):
-    blind = BagSet.load(store, read_manifest(store)["subject_id"].tolist()).without_tumour_slices()
+def test_a_training_step_draws_only_tumour_free_slices(tiny_store):
+    blind = BagSet.load(tiny_store, read_manifest(tiny_store)["subject_id"].tolist()).without_tumour_slices()
     rng = np.random.default_rng(0)
     for _ in range(5):
         chosen = rng.choice(len(blind), size=4, replace=False)
@@ -63,8 +56,8 @@ def test_a_training_step_draws_only_tumour_free_slices(store):
             start += len(p)
 
 
-def test_a_bag_without_segmentation_or_without_a_tumour_free_slice_is_refused_by_name(store):
-    blind_input = BagSet.load(store, read_manifest(store)["subject_id"].tolist()[:2])
+def test_a_bag_without_segmentation_or_without_a_tumour_free_slice_is_refused_by_name(tiny_store):
+    blind_input = BagSet.load(tiny_store, read_manifest(tiny_store)["subject_id"].tolist()[:2])
     blind_input.tumour_fraction[1] = np.full_like(blind_input.tumour_fraction[1], np.nan)
     with pytest.raises(GliomilError, match=f"needs every subject's segmentation; {blind_input.subject_ids[1]} has"):
         blind_input.without_tumour_slices()
