@@ -45,6 +45,7 @@ KNOBS = (
     "train.instance_supervision",
     "train.instance_target",
     "train.pixel_supervision",
+    "train.pixel_target",
     "train.model.slice_pooling",
     "train.augment_geometry",
     "train.tumour_blind",

@@ -53,12 +53,12 @@ def test_manifest_and_slices_describe_every_subject(preprocessed, tiny_cohort):
         assert rows["slice"].tolist() == list(range(row.n_slices))
         assert rows["tumour_fraction"].between(0, 1).all()
         assert (rows["tumour_fraction"] > 0).any(), "every synthetic subject has a tumour"
-        # the tumour map: the segmentation resized like the slices, 255 x each pixel's tumour share
+        # the tumour maps: each region of the segmentation resized like the slices, 255 x each pixel's share
         tumour_map = load_verified_tumour_map(out, row.subject_id, row.tumour_map_sha256)
-        assert tumour_map.shape == (row.n_slices, 16, 16) and tumour_map.dtype == np.uint8
+        assert tumour_map.shape == (row.n_slices, 3, 16, 16) and tumour_map.dtype == np.uint8
         has_tumour = rows["tumour_fraction"].to_numpy() > 0
         assert not tumour_map[~has_tumour].any(), "no tumour on a slice without tumour"
-        assert tumour_map[has_tumour].any(axis=(1, 2)).mean() > 0.9
+        assert tumour_map[has_tumour, 0].any(axis=(1, 2)).mean() > 0.9
         assert all(str(tiny_cohort) in f for f in row.source_files.split(";"))
 
 

@@ -35,6 +35,16 @@ SLICE_POOLINGS = ("mean", "max", "mean_max", "gated_max")
 # within a bag (``tumour``), or that a tumour slice of an HGG bag is HGG and every other slice is not (``grade``).
 INSTANCE_TARGETS = ("tumour", "grade")
 
+# The tumour regions of the BraTS evaluation, from the seg's labels (1 necrosis / non-enhancing core, 2 oedema,
+# 4 enhancing): whole tumour (1, 2, 4), tumour core (1, 4) and enhancing tumour (4), nested in that order. The
+# channels of a stored tumour map (gliomil.data.preprocess), in this order.
+TUMOUR_REGIONS = ("whole_tumour", "tumour_core", "enhancing_tumour")
+REGION_LABELS = {"whole_tumour": (1, 2, 4), "tumour_core": (1, 4), "enhancing_tumour": (4,)}
+
+# What pixel supervision teaches the encoder's tumour head (train.pixel_target): where the whole tumour is
+# (``tumour``, one map), or where each of the three TUMOUR_REGIONS is (``regions``, three maps).
+PIXEL_TARGETS = {"tumour": 1, "regions": len(TUMOUR_REGIONS)}
+
 
 def grade_of(label: int) -> str:
     """The grade of a 0/1 label."""

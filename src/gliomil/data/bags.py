@@ -12,6 +12,7 @@ import pandas as pd
 from gliomil.runtime import interrupts
 from gliomil.errors import GliomilError
 from gliomil.data.slices import load_verified_bag, load_verified_tumour_map, read_manifest, read_slice_table
+from gliomil.vocabulary import TUMOUR_REGIONS
 
 
 @dataclass
@@ -20,8 +21,9 @@ class BagSet:
 
     ``bags[i]`` is float16 (S_i, 4, H, W); ``tumour_fraction[i]`` and ``position[i]`` are
     float (S_i,) per slice (see :mod:`gliomil.data.preprocess`); ``labels`` is int (n,), 1 = HGG.
-    ``tumour_maps``, only when asked for (training-only supervision): ``tumour_maps[i]`` uint8 (S_i, H, W), 255 x
-    each pixel's tumour share, or None for a subject without a segmentation.
+    ``tumour_maps``, only when asked for (training-only supervision): ``tumour_maps[i]`` uint8 (S_i, 3, H, W),
+    255 x each pixel's share of each tumour region (:data:`gliomil.vocabulary.TUMOUR_REGIONS`), or None for a
+    subject without a segmentation.
     """
 
     subject_ids: list[str]
@@ -160,12 +162,14 @@ class BagTransform(NamedTuple):
         return np.multiply(self.move(slices), self.gains, out=out)
 
 
-def draw_transform(rng: np.random.Generator, channels: int, gain_sigma: float = 0.1, geometry: bool = False):
-    """A random left-right flip and per-modality gain of a bag, and with ``geometry`` (``train.augment_geometry``) a
-    random in-plane rotation by 0, 90, 180 or 270 degrees and a random anterior-posterior flip: the eight symmetries
-    of the square, drawn after the flip and gain so that ``geometry=False`` draws exactly what it always drew.
-    Returns a :class:`BagTransform`."""
-    gains = np.exp(rng.normal(0.0, gain_sigma, size=(1, channels, 1, 1))).astype(np.float32)
+def draw_transform(rng: np.random.Generator, shape: tuple[int, ...], gain_sigma: float = 0.1, geometry: bool = False):
+    """A random left-right flip and per-modality gain of a bag of slices of ``shape`` (S, C, H, W), and with
+    ``geometry`` (``train.augment_geometry``, square slices only) a random in-plane rotation by 0, 90, 180 or 270
+    degrees and a random anterior-posterior flip: the eight symmetries of the square, drawn after the flip and gain
+    so that ``geometry=False`` draws exactly what it always drew. Returns a :class:`BagTransform`."""
+    if geometry and shape[-1] != shape[-2]:
+        raise ValueError(f"geometric augmentation needs square slices, got {tuple(shape[-2:])}")
+    gains = np.exp(rng.normal(0.0, gain_sigma, size=(1, shape[-3], 1, 1))).astype(np.float32)
     flip_left_right = bool(rng.random() < 0.5)
     turns, flip_anterior_posterior = 0, False
     if geometry:
@@ -189,9 +193,7 @@ def augment_bag(
     differences and keeps the background at 0. Axis -2 is the patient's left-right axis (RAS).
     ``geometry`` needs square slices. Returns float32 (S, 4, H, W), written into ``out`` when given.
     """
-    if geometry and slices.shape[-1] != slices.shape[-2]:
-        raise ValueError(f"geometric augmentation needs square slices, got {slices.shape[-2:]}")
-    return draw_transform(rng, slices.shape[1], gain_sigma, geometry).apply(slices, out)
+    return draw_transform(rng, slices.shape, gain_sigma, geometry).apply(slices, out)
 
 
 class DrawnBags(NamedTuple):
@@ -199,7 +201,8 @@ class DrawnBags(NamedTuple):
 
     slices: np.ndarray  # float32 (sum N_b, 4, H, W)
     picks: list[np.ndarray]  # per bag, the indices of its slices within the subject
-    tumour_maps: np.ndarray | None  # float32 (sum N_b, H, W) in [0, 1], moved as the slices; None without maps
+    # float32 (sum N_b, 3, H, W) in [0, 1], each tumour region's map, moved as the slices; None without maps
+    tumour_maps: np.ndarray | None
 
 
 def draw_bags(
@@ -219,13 +222,13 @@ def draw_bags(
     picks = [sample_slices(len(bag_set.bags[i]), bag_size, rng) for i in indices]
     total = sum(len(p) for p in picks)
     slices = np.empty((total, *bag_set.bags[indices[0]].shape[1:]), dtype=np.float32)
-    maps = None if bag_set.tumour_maps is None else np.empty((total, *slices.shape[2:]), dtype=np.float32)
-    if augment and geometry and slices.shape[-1] != slices.shape[-2]:
-        raise ValueError(f"geometric augmentation needs square slices, got {slices.shape[-2:]}")
+    maps = None
+    if bag_set.tumour_maps is not None:
+        maps = np.empty((total, len(TUMOUR_REGIONS), *slices.shape[2:]), dtype=np.float32)
     start = 0
     for i, p in zip(indices, picks):
         end = start + len(p)
-        transform = draw_transform(rng, slices.shape[1], geometry=geometry) if augment else None
+        transform = draw_transform(rng, slices.shape, geometry=geometry) if augment else None
         bag = bag_set.bags[i][p]
         if transform is None:
             slices[start:end] = bag

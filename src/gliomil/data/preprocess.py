@@ -6,12 +6,14 @@ Per subject (all arrays in canonical RAS voxel order, axial slices along the las
 2. crop to the brain's bounding box, padded to a square in-plane so anatomy keeps its aspect;
 3. keep axial slices whose brain covers at least ``min_brain_fraction`` of the square;
 4. resize the kept slices to ``image_size`` x ``image_size`` (antialiased bilinear);
-5. record each kept slice's tumour fraction from the segmentation, for diagnostics, and its tumour map (the
-   segmentation resized like the slices), for training-only supervision (the model never sees the segmentation).
+5. record each kept slice's tumour fraction from the segmentation, for diagnostics, and its tumour maps (each
+   BraTS tumour region of the segmentation resized like the slices), for training-only supervision (the model
+   never sees the segmentation).
 
 The cohort is written to one folder: ``slices/<subject>.npy`` (float16, shape
 (n_slices, 4, image_size, image_size), memory-mappable), ``tumour_maps/<subject>.npy`` (uint8, shape
-(n_slices, image_size, image_size), subjects with a segmentation only), ``manifest.csv`` (one row per
+(n_slices, 3, image_size, image_size): whole tumour, tumour core, enhancing tumour, the order of
+:data:`gliomil.vocabulary.TUMOUR_REGIONS`; subjects with a segmentation only), ``manifest.csv`` (one row per
 subject) and ``slices.csv`` (one row per kept slice).
 """
 
@@ -30,7 +32,7 @@ from gliomil.data.slices import MANIFEST, SLICE_DIR, SLICE_TABLE, TUMOUR_MAP_DIR
 from gliomil.errors import GliomilError, InputError
 from gliomil.runtime.files import atomic_directory, make_directory, write_text, write_with
 from gliomil.runtime.workers import map_in_workers
-from gliomil.vocabulary import LABELS
+from gliomil.vocabulary import LABELS, REGION_LABELS, TUMOUR_REGIONS
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,8 @@ class SliceBag:
     position: np.ndarray  # float (S,) relative axial position within the brain, 0 = lowest brain slice
     brain_fraction: np.ndarray  # float (S,) share of the square crop that is brain
     tumour_fraction: np.ndarray  # float (S,) share of the slice's brain that is tumour (seg > 0); NaN without seg
-    # uint8 (S, image_size, image_size): 255 x each pixel's tumour share (seg > 0 in the brain, resized like the
-    # slices); None without seg. Training-only supervision (train.pixel_supervision)
+    # uint8 (S, 3, image_size, image_size): 255 x each pixel's share of each of TUMOUR_REGIONS (in the brain,
+    # resized like the slices); None without seg. Training-only supervision (train.pixel_supervision)
     tumour_map: np.ndarray | None
     geometry: SliceGeometry
     brain_voxels: int = 0  # voxels of the brain mask
@@ -232,9 +234,10 @@ def preprocess_volumes(volumes: Volumes, settings: PreprocessSettings) -> SliceB
     if seg is None:
         tumour_fraction, tumour_map = np.full(keep.size, np.nan), None
     else:
-        tumour = (geometry.planes(seg) > 0) & kept_mask
-        tumour_fraction = np.count_nonzero(tumour, axis=(1, 2)) / np.maximum(brain_pixels[keep], 1)
-        tumour_map = np.rint(255 * geometry.resize(tumour.astype(np.float32)).clip(0, 1)).astype(np.uint8)
+        regions = tumour_maps(geometry, seg, kept_mask)
+        whole_tumour = regions.region_pixels[:, 0]
+        tumour_fraction = np.count_nonzero(whole_tumour, axis=(1, 2)) / np.maximum(brain_pixels[keep], 1)
+        tumour_map = regions.resized
 
     slices = np.empty((keep.size, len(images), settings.image_size, settings.image_size), dtype=np.float16)
     raw = np.empty((len(images), len(FINGERPRINT_PERCENTILES)))
@@ -246,6 +249,24 @@ def preprocess_volumes(volumes: Volumes, settings: PreprocessSettings) -> SliceB
     return SliceBag(
         slices, keep, position, brain_fraction[keep], tumour_fraction, tumour_map, geometry, brain_voxels, raw
     )
+
+
+class TumourMaps(NamedTuple):
+    region_pixels: np.ndarray  # bool (S, 3, box Y, box X): each of TUMOUR_REGIONS on the kept planes, in the brain
+    resized: np.ndarray  # uint8 (S, 3, image_size, image_size): 255 x each pixel's share of each region
+
+
+def tumour_maps(geometry: SliceGeometry, seg: np.ndarray, kept_mask: np.ndarray) -> TumourMaps:
+    """The BraTS tumour regions (:data:`gliomil.vocabulary.REGION_LABELS`) of the kept planes of ``seg`` (X, Y, Z),
+    inside the brain (``kept_mask``, (S, box Y, box X)), and their maps resized like the slices."""
+    labels = geometry.planes(seg)
+    region_pixels = np.stack(
+        [np.isin(labels, REGION_LABELS[region]) & kept_mask for region in TUMOUR_REGIONS], axis=1
+    )
+    planes = region_pixels.reshape(-1, *region_pixels.shape[2:]).astype(np.float32)
+    size = geometry.weights_x.shape[0]
+    resized = geometry.resize(planes).reshape(len(labels), len(TUMOUR_REGIONS), size, size)
+    return TumourMaps(region_pixels, np.rint(255 * resized.clip(0, 1)).astype(np.uint8))
 
 
 # -- cohort ---------------------------------------------------------------------------------

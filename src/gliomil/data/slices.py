@@ -2,8 +2,8 @@
 
 ``<dir>/manifest.csv`` (one row per subject, with the SHA-256 of its slices and of its tumour map), ``<dir>/slices.csv``
 (one row per kept slice), ``<dir>/slices/<subject>.npy`` (float16, (S, 4, H, W)) and, for a subject with a
-segmentation, ``<dir>/tumour_maps/<subject>.npy`` (uint8, (S, H, W): 255 x the share of each pixel that is tumour,
-for training-only supervision). Reading it needs none of the preprocessing maths, so training does not re-run when
+segmentation, ``<dir>/tumour_maps/<subject>.npy`` (uint8, (S, 3, H, W): 255 x the share of each pixel in each of
+:data:`gliomil.vocabulary.TUMOUR_REGIONS`, for training-only supervision). Reading it needs none of the preprocessing maths, so training does not re-run when
 that maths' code changes without changing its output.
 """
 
@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from gliomil.errors import InputError
+from gliomil.vocabulary import TUMOUR_REGIONS
 
 MANIFEST = "manifest.csv"
 SLICE_TABLE = "slices.csv"
@@ -72,12 +73,20 @@ def load_verified_bag(preprocessed_dir: str | Path, subject_id: str, sha256: str
 
 
 def load_verified_tumour_map(preprocessed_dir: str | Path, subject_id: str, sha256: str) -> np.ndarray:
-    """A subject's tumour map, uint8 (S, H, W) (255 = all tumour), checked against the manifest's ``sha256`` like
-    :func:`load_verified_bag`. A missing, unreadable or corrupted file raises :class:`InputError`."""
+    """A subject's tumour maps, uint8 (S, 3, H, W) (one per tumour region, 255 = all of the pixel), checked against
+    the manifest's ``sha256`` like :func:`load_verified_bag`. A missing, unreadable or corrupted file raises
+    :class:`InputError`; so does a map of another shape (a store written before the tumour regions)."""
     path = Path(preprocessed_dir) / TUMOUR_MAP_DIR / f"{subject_id}.npy"
     tumour_map = np.ascontiguousarray(_load_array(path, subject_id, mmap=False))
     if content_hash(tumour_map) != sha256:
         raise InputError(
             subject_id, path, "tumour map differs from the manifest's SHA-256 (corrupted); `dvc checkout` restores it"
+        )
+    if tumour_map.ndim != 4 or tumour_map.shape[1] != len(TUMOUR_REGIONS):
+        raise InputError(
+            subject_id,
+            path,
+            f"tumour map has shape {tumour_map.shape}, not (slices, {len(TUMOUR_REGIONS)}, H, W): written before "
+            "the tumour regions; re-run the preprocess stage",
         )
     return tumour_map

@@ -82,10 +82,12 @@ class SliceEncoder(nn.Module):
     Input ``(N, in_channels, H, W)`` float with ``H, W >= 2**depth``; output ``(N, K)``
     with ``K = out_features = width * 2**(depth - 1)`` (twice that for ``mean_max``).
 
-    ``tumour_head`` adds a 1x1 convolution on the last block's map before its MaxPool (``(H, W) / 2**(depth - 1)``
-    cells) that scores each cell for tumour (:meth:`encode`); ``train.pixel_supervision`` teaches it from the
-    segmentation during training. ``gated_max`` pooling needs it: the maximum over that map of each cell's features
-    times its sigmoid(tumour score), so the slice's features come from where the encoder sees tumour.
+    ``tumour_head`` (a number of maps, 0 = none) adds a 1x1 convolution on the last block's map before its MaxPool
+    (``(H, W) / 2**(depth - 1)`` cells) that scores each cell for the tumour, or for each tumour region
+    (:data:`gliomil.vocabulary.TUMOUR_REGIONS`, whole tumour first) (:meth:`encode`); ``train.pixel_supervision``
+    teaches it from the segmentation during training. ``gated_max`` pooling needs it (one map at least): the maximum
+    over that map of each cell's features times its sigmoid(whole-tumour score), so the slice's features come from
+    where the encoder sees tumour.
 
     Why ``max`` exists: a tumour covers a small share of an axial slice, and the average over the whole map
     dilutes a local pattern (an enhancing rim) by the area of the brain around it; the maximum keeps the
@@ -102,7 +104,7 @@ class SliceEncoder(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int = 4, width: int = 16, depth: int = 4, pooling: str = "mean", tumour_head: bool = False
+        self, in_channels: int = 4, width: int = 16, depth: int = 4, pooling: str = "mean", tumour_head: int = 0
     ):
         super().__init__()
         if in_channels < 1 or width < 1 or depth < 1:
@@ -129,7 +131,9 @@ class SliceEncoder(nn.Module):
         self.features = nn.Sequential(*layers).to(memory_format=torch.channels_last)
         self.out_features = channels_in * (2 if pooling == "mean_max" else 1)
         # Created after the blocks, so that the blocks are initialised as in a model without it.
-        self.tumour_head = nn.Conv2d(channels_in, 1, kernel_size=1) if tumour_head or pooling == "gated_max" else None
+        # int(): checkpoints written before the tumour regions record the head as a bool
+        maps = max(int(tumour_head), 1 if pooling == "gated_max" else 0)
+        self.tumour_head = nn.Conv2d(channels_in, maps, kernel_size=1) if maps else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, in_channels, H, W)`` -> ``(N, out_features)``."""
@@ -137,7 +141,7 @@ class SliceEncoder(nn.Module):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(N, in_channels, H, W)`` -> features ``(N, out_features)`` and, with the tumour head, its logits
-        ``(N, H / 2**(depth - 1), W / 2**(depth - 1))`` (None without)."""
+        ``(N, maps, H / 2**(depth - 1), W / 2**(depth - 1))``, the whole tumour first (None without)."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected slices (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         min_side = 2**self.depth
@@ -151,8 +155,8 @@ class SliceEncoder(nn.Module):
         before_pool = self.features[:-1](x)
         tumour_logits = self.tumour_head(before_pool)
         if self.pooling == "gated_max":
-            return (before_pool * torch.sigmoid(tumour_logits)).amax(dim=(2, 3)), tumour_logits[:, 0]
-        return self._pool(self.features[-1](before_pool)), tumour_logits[:, 0]
+            return (before_pool * torch.sigmoid(tumour_logits[:, :1])).amax(dim=(2, 3)), tumour_logits
+        return self._pool(self.features[-1](before_pool)), tumour_logits
 
     def _pool(self, maps: torch.Tensor) -> torch.Tensor:
         if self.pooling == "mean":

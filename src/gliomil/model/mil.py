@@ -37,7 +37,7 @@ class MILOutput(NamedTuple):
     attention: torch.Tensor | None  # (sum N_b,) >= 0, sums to 1 within each bag
     critical: torch.Tensor | None  # (B,) long, index within its bag of the slice that decides
     bag_sizes: torch.Tensor  # (B,) long, on the CPU
-    tumour_logits: torch.Tensor | None = None  # (sum N_b, h, w) the encoder's tumour head, from forward only
+    tumour_logits: torch.Tensor | None = None  # (sum N_b, maps, h, w) the encoder's tumour head, from forward only
 
 
 def _column(tensor: torch.Tensor | None) -> torch.Tensor | None:
@@ -64,7 +64,7 @@ class MILModel(nn.Module):
         dropout_v: float = 0.0,
         prediction: str = "bag_stream",
         slice_pooling: str = "mean",
-        tumour_head: bool = False,
+        tumour_head: int = 0,
     ):
         super().__init__()
         if aggregator not in AGGREGATORS:
@@ -134,7 +134,9 @@ class ModelConfig:
     dropout_v: float = 0.0
     prediction: str = "bag_stream"  # one of PREDICTIONS
     slice_pooling: str = "mean"  # one of gliomil.vocabulary.SLICE_POOLINGS: the encoder's pooling over a slice
-    tumour_head: bool = False  # the encoder scores its map for tumour (train.pixel_supervision > 0, or gated_max)
+    # maps the encoder's tumour head scores (train.pixel_supervision > 0: 1 for the tumour, 3 for its regions; or
+    # gated_max); 0 = no head
+    tumour_head: int = 0
 
     def build(self) -> MILModel:
         return MILModel(

@@ -40,6 +40,7 @@ from gliomil.training.losses import (
     pixel_supervision_loss,
     tumour_targets,
 )
+from gliomil.vocabulary import PIXEL_TARGETS
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -68,6 +69,7 @@ class TrainConfig:
     instance_supervision: float = 0.0  # weight of the instance loss; 0 = off (training only, from the seg)
     instance_target: str = "tumour"  # tumour: instance_supervision_loss; grade: instance_grade_loss
     pixel_supervision: float = 0.0  # weight of the tumour-map loss on the encoder's tumour head; 0 = off
+    pixel_target: str = "tumour"  # tumour: the whole tumour's map | regions: the three TUMOUR_REGIONS' maps
     tumour_blind: bool = False  # the confound control: the stages hand training bags without tumour slices
     select_metric: str = "loss"  # loss | auc, on the inner-validation split
     amp: bool = True
@@ -85,7 +87,8 @@ class TrainConfig:
         train.pop("threads", None)  # set for the whole process by the stage (gliomil.runtime.device.set_threads)
         diagnostics = dict(train.pop("diagnostics"))
         # The tumour head is part of the model only where something uses it.
-        model = ModelConfig(**train.pop("model"), tumour_head=train.get("pixel_supervision", 0.0) > 0)
+        maps = PIXEL_TARGETS[train.get("pixel_target", "tumour")] if train.get("pixel_supervision", 0.0) > 0 else 0
+        model = ModelConfig(**train.pop("model"), tumour_head=maps)
         return cls(
             **top, **train, top_k=diagnostics.pop("top_k"), collapse=CollapseThresholds(**diagnostics), model=model
         )
@@ -207,7 +210,7 @@ def train_epoch(
             slice_tumour,
             config.instance_target,
             config.pixel_supervision,
-            None if tumour_maps is None else torch.from_numpy(tumour_maps).to(device),
+            None if tumour_maps is None else region_maps(tumour_maps, config.pixel_target).to(device),
         )
         interrupts.check(f"during a training step of epoch {epoch}")
         losses.append(loss.item() * len(batch))
@@ -359,16 +362,35 @@ def _restore(state: dict, modules: dict, rng: np.random.Generator) -> None:
 # -- the loop -------------------------------------------------------------------------------------
 
 
-def check_segmentations(train_set: BagSet, param: str = "train.instance_supervision") -> None:
+def region_maps(tumour_maps: np.ndarray, pixel_target: str) -> torch.Tensor:
+    """The maps of drawn bags (:class:`gliomil.data.bags.DrawnBags`, (N, 3, H, W)) that ``pixel_target`` teaches:
+    the whole tumour's (its first) or every region's, as (N, maps, H, W)."""
+    return torch.from_numpy(np.ascontiguousarray(tumour_maps[:, : PIXEL_TARGETS[pixel_target]]))
+
+
+def _label_one_alone(tumour_map: np.ndarray) -> bool:
+    """Whether maps (S, 3, H, W) hold tumour whose core is all of it and none of it enhancing: label 1 alone."""
+    whole, core, enhancing = tumour_map[:, 0], tumour_map[:, 1], tumour_map[:, 2]
+    return bool(whole.any()) and np.array_equal(whole, core) and not enhancing.any()
+
+
+def check_segmentations(train_set: BagSet, param: str = "train.instance_supervision", regions: bool = False) -> None:
     """Instance and pixel supervision learn from the segmentation: every training subject needs one (known tumour
-    fractions; with ``train.pixel_supervision``, a tumour map). Raises :class:`GliomilError` naming ``param`` and
-    the first subject without."""
-    tumour_maps = train_set.tumour_maps or [np.zeros(0)] * len(train_set)
-    for subject, fractions, tumour_map in zip(train_set.subject_ids, train_set.tumour_fraction, tumour_maps):
-        if np.isnan(fractions).any() or tumour_map is None:
+    fractions; with ``train.pixel_supervision``, its tumour maps). With ``regions`` (``train.pixel_target:
+    regions``) its labels must tell the regions apart: a seg holding tumour but no oedema (2) and no enhancing (4)
+    label is what a binary mask read as label 1 looks like, and would teach "all core, never enhancing". Raises
+    :class:`GliomilError` naming ``param`` and the first subject at fault."""
+    for i, subject in enumerate(train_set.subject_ids):
+        tumour_map = None if train_set.tumour_maps is None else train_set.tumour_maps[i]
+        if np.isnan(train_set.tumour_fraction[i]).any() or (train_set.tumour_maps is not None and tumour_map is None):
             raise GliomilError(
                 f"{param} > 0 needs a segmentation for every training subject; {subject} has "
                 f"none (set {param}: 0 to train from the images alone)"
+            )
+        if regions and _label_one_alone(tumour_map):
+            raise GliomilError(
+                f"train.pixel_target regions needs BraTS labels (1 core, 2 oedema, 4 enhancing); the segmentation "
+                f"of {subject} holds label 1 alone, as a binary mask does (set train.pixel_target: tumour)"
             )
 
 
@@ -405,7 +427,7 @@ def train_fold(
     if config.pixel_supervision > 0:
         if train_set.tumour_maps is None:
             raise ValueError("train.pixel_supervision > 0 needs a training set loaded with its tumour maps")
-        check_segmentations(train_set, "train.pixel_supervision")
+        check_segmentations(train_set, "train.pixel_supervision", regions=config.pixel_target == "regions")
     model = config.model.build().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.lr_min)

@@ -170,25 +170,26 @@ def instance_grade_loss(
 def pixel_supervision_loss(tumour_logits: torch.Tensor, tumour_maps: torch.Tensor) -> torch.Tensor:
     """Pixel supervision from the segmentation (``train.pixel_supervision``): a scalar >= 0.
 
-    The binary cross-entropy of each cell of the encoder's tumour map (:meth:`gliomil.model.dsmil.SliceEncoder.encode`)
-    against the share of the cell that is tumour (soft targets: the slice's tumour map averaged over the cell's
-    pixels), averaged over the cells of every slice. It teaches the encoder where the tumour lies in a slice; the
-    grade is left to the MIL loss.
+    The binary cross-entropy of each cell of each of the encoder's tumour maps
+    (:meth:`gliomil.model.dsmil.SliceEncoder.encode`) against the share of the cell that the map's region covers
+    (soft targets: the slice's region map averaged over the cell's pixels), averaged over the maps and the cells of
+    every slice. It teaches the encoder where the tumour, or each of its regions, lies in a slice; the grade is left
+    to the MIL loss.
 
     Args:
-        tumour_logits: (N, h, w) the tumour head's logits, one slice per row.
-        tumour_maps: (N, H, W) each pixel's tumour share in [0, 1], H and W multiples of h and w.
+        tumour_logits: (N, maps, h, w) the tumour head's logits, one slice per row.
+        tumour_maps: (N, maps, H, W) each pixel's share of each region in [0, 1], H and W multiples of h and w.
     """
     logits = tumour_logits.float()
-    if logits.dim() != 3 or tumour_maps.dim() != 3 or tumour_maps.shape[0] != logits.shape[0]:
+    if logits.dim() != 4 or tumour_maps.shape[:2] != logits.shape[:2] or tumour_maps.dim() != 4:
         raise ValueError(
-            f"tumour_logits {tuple(logits.shape)} and tumour_maps {tuple(tumour_maps.shape)} must be (N, h, w) and "
-            "(N, H, W) of the same slices"
+            f"tumour_logits {tuple(logits.shape)} and tumour_maps {tuple(tumour_maps.shape)} must be (N, maps, h, w) "
+            "and (N, maps, H, W) of the same slices and maps"
         )
-    (h, w), (height, width) = logits.shape[1:], tumour_maps.shape[1:]
+    (h, w), (height, width) = logits.shape[2:], tumour_maps.shape[2:]
     if height % h or width % w:
         raise ValueError(f"tumour maps {height}x{width} do not tile into the head's {h}x{w} cells")
-    target = F.avg_pool2d(tumour_maps.to(logits.device).float()[:, None], (height // h, width // w))[:, 0]
+    target = F.avg_pool2d(tumour_maps.to(logits.device).float(), (height // h, width // w))
     return F.binary_cross_entropy_with_logits(logits, target)
 
 
