@@ -29,7 +29,7 @@ from gliomil.evaluation.diagnostics import available_summary
 from gliomil.evaluation.scoring import BagScores
 from gliomil.nested import assign
 from gliomil.runtime.device import autocast_dtype
-from gliomil.training.loop import TrainConfig, train_step
+from gliomil.training.loop import TrainConfig, region_maps, train_step
 from gliomil.training.losses import class_weights_from_counts, mil_loss, tumour_targets
 
 
@@ -64,8 +64,8 @@ def main():
         if config.instance_supervision > 0 and tumour is None:  # random tensors: a tumour in every other slice
             tumour = torch.tensor([i % 2 for i in range(len(slices))], dtype=torch.float32)
         if config.pixel_supervision > 0 and tumour_maps is None:  # random tensors: a tumour in one corner
-            tumour_maps = torch.zeros(slices.shape[0], *slices.shape[2:])
-            tumour_maps[:, : slices.shape[2] // 4, : slices.shape[3] // 4] = 1.0
+            tumour_maps = torch.zeros(slices.shape[0], config.model.tumour_head, *slices.shape[2:])
+            tumour_maps[..., : slices.shape[2] // 4, : slices.shape[3] // 4] = 1.0
         return train_step(
             model,
             optimizer,
@@ -83,12 +83,19 @@ def main():
         )[1]
 
     batch = config.batch_size
-    shape = train_set.bags[0].shape[1:]
+    channels, height, width = train_set.bags[0].shape[1:]
+    shape = ((2 * config.model.context_slices + 1) * channels, height, width)
 
     def read_batch():
         chosen = rng.choice(len(train_set), size=batch, replace=False)
         slices, picks, maps = draw_bags(
-            train_set, chosen, config.bag_size, rng, config.augment, config.augment_geometry
+            train_set,
+            chosen,
+            config.bag_size,
+            rng,
+            config.augment,
+            config.augment_geometry,
+            config.model.context_slices,
         )
         tumour = np.concatenate([train_set.tumour_fraction[i][p] for i, p in zip(chosen, picks)])
         return (
@@ -96,7 +103,7 @@ def main():
             [len(p) for p in picks],
             torch.from_numpy(train_set.labels[chosen]),
             torch.from_numpy(tumour_targets(tumour)),
-            None if maps is None else torch.from_numpy(maps),
+            None if maps is None else region_maps(maps, config.pixel_target),
         )
 
     for _ in range(3):  # warm-up: allocator, oneDNN kernels

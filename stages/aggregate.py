@@ -47,6 +47,7 @@ KNOBS = (
     "train.pixel_supervision",
     "train.pixel_target",
     "train.model.slice_pooling",
+    "train.model.context_slices",
     "train.augment_geometry",
     "train.tumour_blind",
     "seed",

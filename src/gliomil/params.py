@@ -168,6 +168,7 @@ SPEC: dict[str, Rule] = {
     "train.model.dropout_v": number(0.0, 0.99),
     "train.model.prediction": choice(("bag_stream", "both_streams")),
     "train.model.slice_pooling": choice(SLICE_POOLINGS),
+    "train.model.context_slices": integer(0, 4),
     "train.diagnostics.top_k": integer(low=1),
     "train.diagnostics.uniform_entropy": number(0.01, 1.0),
     "train.diagnostics.uniform_max_ratio": number(low=1.0),

@@ -11,6 +11,7 @@ import pandas as pd
 
 from gliomil.runtime import interrupts
 from gliomil.errors import GliomilError
+from gliomil.model.context import neighbour_indices
 from gliomil.data.slices import load_verified_bag, load_verified_tumour_map, read_manifest, read_slice_table
 from gliomil.vocabulary import TUMOUR_REGIONS
 
@@ -212,28 +213,33 @@ def draw_bags(
     rng: np.random.Generator,
     augment: bool,
     geometry: bool = False,
+    context: int = 0,
 ) -> DrawnBags:
     """The slices of one training step: a random bag of each chosen subject, concatenated, and when ``bag_set``
     holds tumour maps, theirs (transformed with the slices).
 
     Each bag is converted (and augmented, :func:`draw_transform` with ``geometry``) straight into its part of the
-    output: one pass over the data. Raises :class:`GliomilError` when a chosen subject has no tumour map.
+    output: one pass over the data. With ``context`` k (``train.model.context_slices``) each drawn slice comes with
+    its k neighbours on either side as channels (:func:`gliomil.model.context.neighbour_indices`), augmented alike. Raises :class:`GliomilError` when a chosen subject has no tumour map.
     """
     picks = [sample_slices(len(bag_set.bags[i]), bag_size, rng) for i in indices]
     total = sum(len(p) for p in picks)
-    slices = np.empty((total, *bag_set.bags[indices[0]].shape[1:]), dtype=np.float32)
+    channels, height, width = bag_set.bags[indices[0]].shape[1:]
+    slices = np.empty((total, (2 * context + 1) * channels, height, width), dtype=np.float32)
     maps = None
     if bag_set.tumour_maps is not None:
         maps = np.empty((total, len(TUMOUR_REGIONS), *slices.shape[2:]), dtype=np.float32)
     start = 0
     for i, p in zip(indices, picks):
         end = start + len(p)
-        transform = draw_transform(rng, slices.shape, geometry=geometry) if augment else None
-        bag = bag_set.bags[i][p]
+        shape = (len(p) * (2 * context + 1), channels, height, width)
+        transform = draw_transform(rng, shape, geometry=geometry) if augment else None
+        bag = bag_set.bags[i][neighbour_indices(p, len(bag_set.bags[i]), context).ravel()]
+        out = slices[start:end].reshape(shape)  # a view: neighbour by neighbour, as the encoder reads them
         if transform is None:
-            slices[start:end] = bag
+            out[...] = bag
         else:
-            transform.apply(bag, out=slices[start:end])
+            transform.apply(bag, out=out)
         if maps is not None:
             tumour_map = bag_set.tumour_maps[i]
             if tumour_map is None:

@@ -1,6 +1,7 @@
 """The patient-level model: the slice encoder, one MIL aggregator (``train.model.aggregator``), and its config.
 
-``MILModel(slices (sum N_b, 4, H, W), bag_sizes (B,)) -> MILOutput``: the encoder
+``MILModel(slices (sum N_b, 4, H, W), bag_sizes (B,)) -> MILOutput`` (with ``context_slices`` k, each slice comes
+with its neighbours as channels: (sum N_b, 4 (2k + 1), H, W), :mod:`gliomil.model.context`): the encoder
 (:class:`gliomil.model.dsmil.SliceEncoder`) runs once on every slice of the batch, the aggregator pools each bag's
 features into its HGG logit. The aggregators (:data:`gliomil.vocabulary.AGGREGATORS`) are DSMIL (the default,
 :mod:`gliomil.model.dsmil`) and the mean, max and gated-attention pooling of :mod:`gliomil.model.pooling`, all on
@@ -12,9 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
+from gliomil.model.context import neighbour_indices
 from gliomil.model.dsmil import BagSizes, DSMILAggregator, SliceEncoder, as_bag_sizes
 from gliomil.model.pooling import GatedAttention, MaxPooling, MeanPooling
 from gliomil.vocabulary import AGGREGATORS
@@ -65,8 +68,11 @@ class MILModel(nn.Module):
         prediction: str = "bag_stream",
         slice_pooling: str = "mean",
         tumour_head: int = 0,
+        context_slices: int = 0,
     ):
         super().__init__()
+        if context_slices < 0:
+            raise ValueError(f"context_slices must be >= 0, got {context_slices}")
         if aggregator not in AGGREGATORS:
             raise ValueError(f"aggregator must be one of {AGGREGATORS}, got {aggregator!r}")
         if prediction not in PREDICTIONS:
@@ -74,7 +80,8 @@ class MILModel(nn.Module):
         if prediction == "both_streams" and aggregator != "dsmil":
             raise ValueError(f"prediction both_streams needs DSMIL's second stream; aggregator {aggregator} has one")
         self.prediction = prediction
-        self.encoder = SliceEncoder(in_channels, width, depth, slice_pooling, tumour_head)
+        self.context_slices = context_slices
+        self.encoder = SliceEncoder(in_channels * (2 * context_slices + 1), width, depth, slice_pooling, tumour_head)
         features = self.encoder.out_features
         if aggregator == "dsmil":
             self.aggregator = DSMILAggregator(features, self.n_classes, nonlinear_q, passing_v, dropout_v)
@@ -103,7 +110,9 @@ class MILModel(nn.Module):
 
     @torch.no_grad()
     def score_bag(self, bag: torch.Tensor, chunk: int, autocast_dtype: torch.dtype | None = None) -> MILOutput:
-        """One whole bag ``(N, in_channels, H, W)``, every slice, in eval mode -> :class:`MILOutput` of one bag.
+        """One whole bag ``(N, in_channels, H, W)``, every slice in axial order, in eval mode -> :class:`MILOutput`
+        of one bag. With ``context_slices`` k each slice is encoded with its k neighbours on either side
+        (:func:`gliomil.model.context.neighbour_indices`), stacked here.
 
         The encoder runs on ``chunk`` slices at a time (memory stays bounded for any N) under
         ``autocast_dtype`` (None: float32); the aggregator always runs in float32. Call ``eval()`` first:
@@ -113,8 +122,13 @@ class MILModel(nn.Module):
         enabled = autocast_dtype is not None
         feats = []
         for start in range(0, len(bag), chunk):
+            slices = bag[start : start + chunk]
+            if self.context_slices:
+                centres = np.arange(start, start + len(slices))
+                picks = torch.from_numpy(neighbour_indices(centres, len(bag), self.context_slices).ravel())
+                slices = bag[picks.to(bag.device)].reshape(len(centres), -1, *bag.shape[2:])
             with torch.autocast(bag.device.type, dtype=autocast_dtype or torch.float32, enabled=enabled):
-                feats.append(self.encoder(bag[start : start + chunk]).float())
+                feats.append(self.encoder(slices).float())
         return self.aggregate(torch.cat(feats), [len(bag)])
 
 
@@ -137,6 +151,8 @@ class ModelConfig:
     # maps the encoder's tumour head scores (train.pixel_supervision > 0: 1 for the tumour, 3 for its regions; or
     # gated_max); 0 = no head
     tumour_head: int = 0
+    # 2.5D: each slice is encoded with this many neighbours on either side as channels (gliomil.model.context)
+    context_slices: int = 0
 
     def build(self) -> MILModel:
         return MILModel(
@@ -150,4 +166,5 @@ class ModelConfig:
             prediction=self.prediction,
             slice_pooling=self.slice_pooling,
             tumour_head=self.tumour_head,
+            context_slices=self.context_slices,
         )

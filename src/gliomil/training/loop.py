@@ -190,7 +190,7 @@ def train_epoch(
     for start in range(0, len(order), config.batch_size):
         batch = order[start : start + config.batch_size]
         slices, picks, tumour_maps = draw_bags(
-            train_set, batch, config.bag_size, rng, config.augment, config.augment_geometry
+            train_set, batch, config.bag_size, rng, config.augment, config.augment_geometry, config.model.context_slices
         )
         labels = torch.from_numpy(train_set.labels[batch]).to(device)
         slice_tumour = None
