@@ -10,10 +10,10 @@ import torch
 from test_train import TINY_MODEL, tiny_config, toy_bags
 
 import gliomil.params as P
-from gliomil.data.bags import draw_bags
+from gliomil.data.bags import draw_bags, neighbour_indices, with_neighbours
 from gliomil.errors import ParamsError
+from gliomil.evaluation.scoring import score_bags
 from gliomil.model.checkpoint import load_checkpoint
-from gliomil.model.context import neighbour_indices
 from gliomil.model.mil import ModelConfig
 from gliomil.training import loop
 
@@ -43,18 +43,20 @@ def test_drawn_bags_stack_the_neighbours_and_keep_every_draw():
     assert np.array_equal(drawn.slices[:, 8:], bag[np.clip(picks + 1, 0, len(bag) - 1)])
 
 
-def test_a_whole_bag_is_scored_with_the_neighbours_stacked_whatever_the_chunk():
+def test_a_whole_bag_is_scored_with_the_neighbours_stacked():
+    bag = np.random.default_rng(0).normal(size=(7, 4, 8, 8)).astype(np.float32)
+    stacked = with_neighbours(bag, 1)
+    assert stacked.shape == (7, 12, 8, 8) and with_neighbours(bag, 0) is bag
+    assert np.array_equal(stacked[3], np.concatenate([bag[2], bag[3], bag[4]]))
+    assert np.array_equal(stacked[0], np.concatenate([bag[0], bag[0], bag[1]]))
     torch.manual_seed(0)
     model = ModelConfig(width=4, depth=2, context_slices=1).build().eval()
     assert model.encoder.in_channels == 12
-    bag = torch.randn(7, 4, 8, 8)
-    stacked = bag[torch.from_numpy(neighbour_indices(np.arange(7), 7, 1).ravel())].reshape(7, 12, 8, 8)
     with torch.no_grad():
-        expected = model(stacked, [7])
-    for chunk in (1, 3, 256):
-        scored = model.score_bag(bag, chunk=chunk)
-        assert torch.allclose(scored.bag_logits, expected.bag_logits, atol=1e-6)
-        assert torch.allclose(scored.instance_logits, expected.instance_logits, atol=1e-6)
+        expected = model(torch.from_numpy(stacked), [7])
+    scored = score_bags(model, [bag], torch.device("cpu"), chunk=3)
+    assert np.allclose(scored.bag_logits, expected.bag_logits.numpy(), atol=1e-6)
+    assert np.allclose(scored.instance_logits, expected.instance_logits.numpy(), atol=1e-6)
 
 
 def test_a_model_trained_with_context_predicts_from_the_stored_slices(tmp_path):
@@ -63,8 +65,8 @@ def test_a_model_trained_with_context_predicts_from_the_stored_slices(tmp_path):
     loop.train_fold(config, 0, train_set, val_set, tmp_path / "best.pt", log=lambda _: None)
     model, checkpoint = load_checkpoint(tmp_path / "best.pt")
     assert checkpoint["model_config"]["context_slices"] == 1 and model.encoder.in_channels == 12
-    scores = model.eval().score_bag(torch.from_numpy(val_set.bags[0].astype(np.float32)), chunk=4)
-    assert scores.bag_logits.shape == (1,)
+    scores = score_bags(model, val_set.bags[:2], torch.device("cpu"), chunk=4)  # the stored (S, 4, H, W) slices
+    assert scores.bag_logits.shape == (2,)
 
 
 def test_params_take_up_to_four_neighbours_a_side():

@@ -11,7 +11,6 @@ import pandas as pd
 
 from gliomil.runtime import interrupts
 from gliomil.errors import GliomilError
-from gliomil.model.context import neighbour_indices
 from gliomil.data.slices import load_verified_bag, load_verified_tumour_map, read_manifest, read_slice_table
 from gliomil.vocabulary import TUMOUR_REGIONS
 
@@ -197,6 +196,30 @@ def augment_bag(
     return draw_transform(rng, slices.shape, gain_sigma, geometry).apply(slices, out)
 
 
+def neighbour_indices(centres: np.ndarray, n_slices: int, context: int) -> np.ndarray:
+    """Indices (n, 2 * context + 1) of each centre slice's neighbours within a bag of ``n_slices``, from ``context``
+    slices below to ``context`` above, the centre in the middle; past either end of the bag the end slice repeats.
+
+    The 2.5D input of ``train.model.context_slices``: a bag's slices are stored in axial order
+    (:mod:`gliomil.data.preprocess`), so slice i's neighbours are i - k .. i + k; stacked as channels, they let a 2D
+    encoder see a lesion's extent across slices at the cost of its first convolution only.
+    """
+    if context < 0:
+        raise ValueError(f"context must be >= 0, got {context}")
+    offsets = np.arange(-context, context + 1)
+    return np.clip(np.asarray(centres, dtype=np.int64)[:, None] + offsets, 0, n_slices - 1)
+
+
+def with_neighbours(bag: np.ndarray, context: int) -> np.ndarray:
+    """A whole bag (S, C, H, W) in axial order -> (S, (2 context + 1) C, H, W): each slice with its ``context``
+    neighbours on either side as channels, neighbour by neighbour from below (:func:`neighbour_indices`); the bag
+    itself when ``context`` is 0."""
+    if context == 0:
+        return bag
+    picks = neighbour_indices(np.arange(len(bag)), len(bag), context).ravel()
+    return bag[picks].reshape(len(bag), -1, *bag.shape[2:])
+
+
 class DrawnBags(NamedTuple):
     """The bags of one training step (:func:`draw_bags`)."""
 
@@ -220,7 +243,7 @@ def draw_bags(
 
     Each bag is converted (and augmented, :func:`draw_transform` with ``geometry``) straight into its part of the
     output: one pass over the data. With ``context`` k (``train.model.context_slices``) each drawn slice comes with
-    its k neighbours on either side as channels (:func:`gliomil.model.context.neighbour_indices`), augmented alike. Raises :class:`GliomilError` when a chosen subject has no tumour map.
+    its k neighbours on either side as channels (:func:`neighbour_indices`), augmented alike. Raises :class:`GliomilError` when a chosen subject has no tumour map.
     """
     picks = [sample_slices(len(bag_set.bags[i]), bag_size, rng) for i in indices]
     total = sum(len(p) for p in picks)

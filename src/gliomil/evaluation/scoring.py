@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from scipy.special import expit
 
-from gliomil.data.bags import BagSet
+from gliomil.data.bags import BagSet, with_neighbours
 from gliomil.evaluation.diagnostics import available_summary
 from gliomil.model.mil import MILModel
 from gliomil.runtime import interrupts
@@ -72,12 +72,14 @@ class BagScores:
 def score_bags(
     model: MILModel, bags: list[np.ndarray], device: torch.device, chunk: int = 256, dtype: torch.dtype | None = None
 ) -> BagScores:
-    """Score whole bags (every slice, each bag ``(N, 4, H, W)``) deterministically, in eval mode."""
+    """Score whole bags (every slice, each bag ``(N, 4, H, W)`` in axial order) deterministically, in eval mode;
+    with the model's ``context_slices``, each slice with its neighbours (:func:`gliomil.data.bags.with_neighbours`)."""
     model.eval()
     parts = []
     for bag in bags:
         interrupts.check("while scoring")
-        slices = torch.from_numpy(np.asarray(bag, dtype=np.float32)).to(device)
+        stacked = with_neighbours(np.asarray(bag, dtype=np.float32), model.context_slices)
+        slices = torch.from_numpy(stacked).to(device)
         parts.append(BagScores.from_output(model.score_bag(slices, chunk, dtype), model.prediction))
     return BagScores.concat(parts)
 

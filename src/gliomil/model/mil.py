@@ -1,7 +1,8 @@
 """The patient-level model: the slice encoder, one MIL aggregator (``train.model.aggregator``), and its config.
 
 ``MILModel(slices (sum N_b, 4, H, W), bag_sizes (B,)) -> MILOutput`` (with ``context_slices`` k, each slice comes
-with its neighbours as channels: (sum N_b, 4 (2k + 1), H, W), :mod:`gliomil.model.context`): the encoder
+with its k neighbours on either side as channels, (sum N_b, 4 (2k + 1), H, W): see
+:func:`gliomil.data.bags.with_neighbours`): the encoder
 (:class:`gliomil.model.dsmil.SliceEncoder`) runs once on every slice of the batch, the aggregator pools each bag's
 features into its HGG logit. The aggregators (:data:`gliomil.vocabulary.AGGREGATORS`) are DSMIL (the default,
 :mod:`gliomil.model.dsmil`) and the mean, max and gated-attention pooling of :mod:`gliomil.model.pooling`, all on
@@ -13,11 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from torch import nn
 
-from gliomil.model.context import neighbour_indices
 from gliomil.model.dsmil import BagSizes, DSMILAggregator, SliceEncoder, as_bag_sizes
 from gliomil.model.pooling import GatedAttention, MaxPooling, MeanPooling
 from gliomil.vocabulary import AGGREGATORS
@@ -110,9 +109,9 @@ class MILModel(nn.Module):
 
     @torch.no_grad()
     def score_bag(self, bag: torch.Tensor, chunk: int, autocast_dtype: torch.dtype | None = None) -> MILOutput:
-        """One whole bag ``(N, in_channels, H, W)``, every slice in axial order, in eval mode -> :class:`MILOutput`
-        of one bag. With ``context_slices`` k each slice is encoded with its k neighbours on either side
-        (:func:`gliomil.model.context.neighbour_indices`), stacked here.
+        """One whole bag ``(N, in_channels, H, W)``, every slice, in eval mode -> :class:`MILOutput` of one bag.
+        With ``context_slices`` k, ``in_channels`` is 4 (2k + 1): each slice with its neighbours
+        (:func:`gliomil.data.bags.with_neighbours`).
 
         The encoder runs on ``chunk`` slices at a time (memory stays bounded for any N) under
         ``autocast_dtype`` (None: float32); the aggregator always runs in float32. Call ``eval()`` first:
@@ -122,13 +121,8 @@ class MILModel(nn.Module):
         enabled = autocast_dtype is not None
         feats = []
         for start in range(0, len(bag), chunk):
-            slices = bag[start : start + chunk]
-            if self.context_slices:
-                centres = np.arange(start, start + len(slices))
-                picks = torch.from_numpy(neighbour_indices(centres, len(bag), self.context_slices).ravel())
-                slices = bag[picks.to(bag.device)].reshape(len(centres), -1, *bag.shape[2:])
             with torch.autocast(bag.device.type, dtype=autocast_dtype or torch.float32, enabled=enabled):
-                feats.append(self.encoder(slices).float())
+                feats.append(self.encoder(bag[start : start + chunk]).float())
         return self.aggregate(torch.cat(feats), [len(bag)])
 
 
@@ -151,7 +145,7 @@ class ModelConfig:
     # maps the encoder's tumour head scores (train.pixel_supervision > 0: 1 for the tumour, 3 for its regions; or
     # gated_max); 0 = no head
     tumour_head: int = 0
-    # 2.5D: each slice is encoded with this many neighbours on either side as channels (gliomil.model.context)
+    # 2.5D: each slice is encoded with this many neighbours on either side as channels (gliomil.data.bags)
     context_slices: int = 0
 
     def build(self) -> MILModel:
