@@ -223,7 +223,7 @@ def with_neighbours(bag: np.ndarray, context: int) -> np.ndarray:
 class DrawnBags(NamedTuple):
     """The bags of one training step (:func:`draw_bags`)."""
 
-    slices: np.ndarray  # float32 (sum N_b, 4, H, W)
+    slices: np.ndarray  # float32 (sum N_b, 4 (2 context + 1), H, W): each slice and its neighbours
     picks: list[np.ndarray]  # per bag, the indices of its slices within the subject
     # float32 (sum N_b, 3, H, W) in [0, 1], each tumour region's map, moved as the slices; None without maps
     tumour_maps: np.ndarray | None
@@ -243,7 +243,8 @@ def draw_bags(
 
     Each bag is converted (and augmented, :func:`draw_transform` with ``geometry``) straight into its part of the
     output: one pass over the data. With ``context`` k (``train.model.context_slices``) each drawn slice comes with
-    its k neighbours on either side as channels (:func:`neighbour_indices`), augmented alike. Raises :class:`GliomilError` when a chosen subject has no tumour map.
+    its k neighbours on either side as channels (:func:`neighbour_indices`), augmented alike. Raises
+    :class:`GliomilError` when a chosen subject has no tumour map.
     """
     picks = [sample_slices(len(bag_set.bags[i]), bag_size, rng) for i in indices]
     total = sum(len(p) for p in picks)

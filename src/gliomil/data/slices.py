@@ -3,8 +3,8 @@
 ``<dir>/manifest.csv`` (one row per subject, with the SHA-256 of its slices and of its tumour map), ``<dir>/slices.csv``
 (one row per kept slice), ``<dir>/slices/<subject>.npy`` (float16, (S, 4, H, W)) and, for a subject with a
 segmentation, ``<dir>/tumour_maps/<subject>.npy`` (uint8, (S, 3, H, W): 255 x the share of each pixel in each of
-:data:`gliomil.vocabulary.TUMOUR_REGIONS`, for training-only supervision). Reading it needs none of the preprocessing maths, so training does not re-run when
-that maths' code changes without changing its output.
+:data:`gliomil.vocabulary.TUMOUR_REGIONS`, for training-only supervision). Reading it needs none of the
+preprocessing maths, so training does not re-run when that maths' code changes without changing its output.
 """
 
 from __future__ import annotations
