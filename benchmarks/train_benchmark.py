@@ -29,8 +29,9 @@ from gliomil.evaluation.diagnostics import available_summary
 from gliomil.evaluation.scoring import BagScores
 from gliomil.nested import assign
 from gliomil.runtime.device import autocast_dtype
-from gliomil.training.loop import TrainConfig, region_maps, train_step
+from gliomil.training.loop import TrainConfig, train_step
 from gliomil.training.losses import class_weights_from_counts, mil_loss, tumour_targets
+from gliomil.vocabulary import PIXEL_TARGETS
 
 
 def main():
@@ -96,6 +97,7 @@ def main():
             config.augment,
             config.augment_geometry,
             config.model.context_slices,
+            PIXEL_TARGETS[config.pixel_target],
         )
         tumour = np.concatenate([train_set.tumour_fraction[i][p] for i, p in zip(chosen, picks)])
         return (
@@ -103,7 +105,7 @@ def main():
             [len(p) for p in picks],
             torch.from_numpy(train_set.labels[chosen]),
             torch.from_numpy(tumour_targets(tumour)),
-            None if maps is None else region_maps(maps, config.pixel_target),
+            None if maps is None else torch.from_numpy(maps),
         )
 
     for _ in range(3):  # warm-up: allocator, oneDNN kernels

@@ -164,6 +164,13 @@ def test_the_maps_move_with_the_slices_and_change_no_draw(toy_data):
         assert np.array_equal(with_map.slices[:, 0] != 0, with_map.tumour_maps[:, 0] != 0)
         # the regions move as one: the core stays inside the whole tumour
         assert not (with_map.tumour_maps[:, 1] > with_map.tumour_maps[:, 0]).any()
+        # the whole tumour's map alone (pixel_target tumour) is the first map of the same draw, nothing else moved
+        whole = draw_bags(marked, chosen, 8, np.random.default_rng(7), True, geometry, maps=1)
+        assert whole.tumour_maps.shape == (len(with_map.slices), 1, 16, 16) and whole.tumour_maps.flags.c_contiguous
+        assert np.array_equal(whole.tumour_maps, with_map.tumour_maps[:, :1])
+        assert np.array_equal(whole.slices, with_map.slices)
+    with pytest.raises(ValueError, match="maps must be 1 to 3"):
+        draw_bags(marked, chosen, 8, np.random.default_rng(7), True, maps=0)
 
 
 def test_a_transform_moves_any_planes_as_one_of_the_eight_symmetries():

@@ -225,7 +225,7 @@ class DrawnBags(NamedTuple):
 
     slices: np.ndarray  # float32 (sum N_b, 4 (2 context + 1), H, W): each slice and its neighbours
     picks: list[np.ndarray]  # per bag, the indices of its slices within the subject
-    # float32 (sum N_b, 3, H, W) in [0, 1], each tumour region's map, moved as the slices; None without maps
+    # float32 (sum N_b, M, H, W) in [0, 1], the first M tumour regions' maps, moved as the slices; None without maps
     tumour_maps: np.ndarray | None
 
 
@@ -237,9 +237,11 @@ def draw_bags(
     augment: bool,
     geometry: bool = False,
     context: int = 0,
+    maps: int = len(TUMOUR_REGIONS),
 ) -> DrawnBags:
     """The slices of one training step: a random bag of each chosen subject, concatenated, and when ``bag_set``
-    holds tumour maps, theirs (transformed with the slices).
+    holds tumour maps, the first ``maps`` of :data:`TUMOUR_REGIONS` (transformed with the slices; 1 = the whole
+    tumour's, what ``train.pixel_target: tumour`` teaches).
 
     Each bag is converted (and augmented, :func:`draw_transform` with ``geometry``) straight into its part of the
     output: one pass over the data. With ``context`` k (``train.model.context_slices``) each drawn slice comes with
@@ -250,25 +252,28 @@ def draw_bags(
     total = sum(len(p) for p in picks)
     channels, height, width = bag_set.bags[indices[0]].shape[1:]
     slices = np.empty((total, (2 * context + 1) * channels, height, width), dtype=np.float32)
-    maps = None
+    if not 1 <= maps <= len(TUMOUR_REGIONS):
+        raise ValueError(f"maps must be 1 to {len(TUMOUR_REGIONS)}, got {maps}")
+    drawn_maps = None
     if bag_set.tumour_maps is not None:
-        maps = np.empty((total, len(TUMOUR_REGIONS), *slices.shape[2:]), dtype=np.float32)
+        drawn_maps = np.empty((total, maps, *slices.shape[2:]), dtype=np.float32)
     start = 0
     for i, p in zip(indices, picks):
         end = start + len(p)
         shape = (len(p) * (2 * context + 1), channels, height, width)
         transform = draw_transform(rng, shape, geometry=geometry) if augment else None
-        bag = bag_set.bags[i][neighbour_indices(p, len(bag_set.bags[i]), context).ravel()]
+        bag = bag_set.bags[i][p if context == 0 else neighbour_indices(p, len(bag_set.bags[i]), context).ravel()]
         out = slices[start:end].reshape(shape)  # a view: neighbour by neighbour, as the encoder reads them
         if transform is None:
             out[...] = bag
         else:
             transform.apply(bag, out=out)
-        if maps is not None:
+        if drawn_maps is not None:
             tumour_map = bag_set.tumour_maps[i]
             if tumour_map is None:
                 raise GliomilError(f"{bag_set.subject_ids[i]} has no tumour map (no segmentation)")
-            part = tumour_map[p]
-            np.multiply(part if transform is None else transform.move(part), np.float32(1 / 255), out=maps[start:end])
+            part = tumour_map[p, :maps]
+            scale = np.float32(1 / 255)
+            np.multiply(part if transform is None else transform.move(part), scale, out=drawn_maps[start:end])
         start = end
-    return DrawnBags(slices, picks, maps)
+    return DrawnBags(slices, picks, drawn_maps)

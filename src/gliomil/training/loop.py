@@ -190,7 +190,14 @@ def train_epoch(
     for start in range(0, len(order), config.batch_size):
         batch = order[start : start + config.batch_size]
         slices, picks, tumour_maps = draw_bags(
-            train_set, batch, config.bag_size, rng, config.augment, config.augment_geometry, config.model.context_slices
+            train_set,
+            batch,
+            config.bag_size,
+            rng,
+            config.augment,
+            config.augment_geometry,
+            config.model.context_slices,
+            PIXEL_TARGETS[config.pixel_target],
         )
         labels = torch.from_numpy(train_set.labels[batch]).to(device)
         slice_tumour = None
@@ -210,7 +217,7 @@ def train_epoch(
             slice_tumour,
             config.instance_target,
             config.pixel_supervision,
-            None if tumour_maps is None else region_maps(tumour_maps, config.pixel_target).to(device),
+            None if tumour_maps is None else torch.from_numpy(tumour_maps).to(device),
         )
         interrupts.check(f"during a training step of epoch {epoch}")
         losses.append(loss.item() * len(batch))
@@ -360,12 +367,6 @@ def _restore(state: dict, modules: dict, rng: np.random.Generator) -> None:
 
 
 # -- the loop -------------------------------------------------------------------------------------
-
-
-def region_maps(tumour_maps: np.ndarray, pixel_target: str) -> torch.Tensor:
-    """The maps of drawn bags (:class:`gliomil.data.bags.DrawnBags`, (N, 3, H, W)) that ``pixel_target`` teaches:
-    the whole tumour's (its first) or every region's, as (N, maps, H, W)."""
-    return torch.from_numpy(np.ascontiguousarray(tumour_maps[:, : PIXEL_TARGETS[pixel_target]]))
 
 
 def _label_one_alone(tumour_map: np.ndarray) -> bool:
