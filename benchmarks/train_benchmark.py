@@ -23,15 +23,14 @@ import torch
 import yaml
 
 from gliomil import params as P
-from gliomil.data.bags import BagSet, draw_bags
+from gliomil.data.bags import BagSet
 from gliomil.data.folds import FoldSplit
 from gliomil.evaluation.diagnostics import available_summary
 from gliomil.evaluation.scoring import BagScores
 from gliomil.nested import assign
 from gliomil.runtime.device import autocast_dtype
-from gliomil.training.loop import TrainConfig, train_step
+from gliomil.training.loop import TrainConfig, draw_batch, train_step
 from gliomil.training.losses import class_weights_from_counts, mil_loss, tumour_targets
-from gliomil.vocabulary import PIXEL_TARGETS
 
 
 def main():
@@ -89,16 +88,7 @@ def main():
 
     def read_batch():
         chosen = rng.choice(len(train_set), size=batch, replace=False)
-        slices, picks, maps = draw_bags(
-            train_set,
-            chosen,
-            config.bag_size,
-            rng,
-            config.augment,
-            config.augment_geometry,
-            config.model.context_slices,
-            PIXEL_TARGETS[config.pixel_target],
-        )
+        slices, picks, maps = draw_batch(train_set, chosen, config, rng)
         tumour = np.concatenate([train_set.tumour_fraction[i][p] for i, p in zip(chosen, picks)])
         return (
             torch.from_numpy(slices),

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gliomil.data.bags import BagSet, draw_bags, epoch_order
+from gliomil.data.bags import BagSet, DrawnBags, draw_bags, epoch_order
 from gliomil.errors import GliomilError
 from gliomil.evaluation.diagnostics import (
     LOGGED_KEYS,
@@ -169,6 +169,21 @@ class EpochOutput:
     position: np.ndarray  # (sum N_b,)
 
 
+def draw_batch(train_set: BagSet, batch: np.ndarray, config: TrainConfig, rng: np.random.Generator) -> DrawnBags:
+    """The bags of one training step as ``config`` draws them (:func:`gliomil.data.bags.draw_bags`): its bag size,
+    augmentation, context slices and the tumour maps its pixel target teaches."""
+    return draw_bags(
+        train_set,
+        batch,
+        config.bag_size,
+        rng,
+        config.augment,
+        config.augment_geometry,
+        config.model.context_slices,
+        PIXEL_TARGETS[config.pixel_target],
+    )
+
+
 def train_epoch(
     model: MILModel,
     optimizer,
@@ -189,16 +204,7 @@ def train_epoch(
     order = epoch_order(train_set.labels, rng, config.weighted_sampler)
     for start in range(0, len(order), config.batch_size):
         batch = order[start : start + config.batch_size]
-        slices, picks, tumour_maps = draw_bags(
-            train_set,
-            batch,
-            config.bag_size,
-            rng,
-            config.augment,
-            config.augment_geometry,
-            config.model.context_slices,
-            PIXEL_TARGETS[config.pixel_target],
-        )
+        slices, picks, tumour_maps = draw_batch(train_set, batch, config, rng)
         labels = torch.from_numpy(train_set.labels[batch]).to(device)
         slice_tumour = None
         if config.instance_supervision > 0:
