@@ -1,7 +1,9 @@
 """Stage baselines: logistic regressions on hand-made features, fitted per fold and scored on the fold's held-out
 patients (the same as evaluate@k) -> plots/baselines/predictions.csv and metrics/baselines.json.
 
-``whole_brain`` sees the images alone (no segmentation): the yardstick an image-only model must beat.
+``whole_brain`` sees the images alone (no segmentation, no localisation): the yardstick an image-only model must
+beat. ``predicted_mask`` segments the tumour from the images (a per-pixel regression fitted on the fold's training
+masks) and describes it: image-only at test time, "find it, then measure it" without deep learning.
 ``seg_statistics`` sees the tumour mask at test time too: an upper reference, not a competitor.
 """
 
@@ -13,7 +15,9 @@ import pandas as pd
 
 from gliomil import params as P
 from gliomil import paths
+from gliomil.baselines import segmented
 from gliomil.baselines.logistic import BASELINES, fold_predictions
+from gliomil.data.bags import BagSet
 from gliomil.data.folds import FoldSplit
 from gliomil.evaluation.metrics import pooled_auc_with_ci
 from gliomil.runtime.files import write_json, write_text
@@ -24,10 +28,19 @@ def main():
     params = P.load_params()
     folds, seed = P.value(params, "folds"), P.value(params, "seed")
     splits = [FoldSplit.read(paths.fold_split(k)) for k in folds]
-    predictions = fold_predictions(pd.read_csv(paths.BASELINE_FEATURES, dtype={"subject_id": str}), splits)
+    subjects = list(dict.fromkeys(s for split in splits for s in (*split.train, *split.inner_val, *split.test)))
+    store = BagSet.load(paths.PREPROCESSED, subjects, tumour_maps=True)
+    predictions = pd.concat(
+        [
+            fold_predictions(pd.read_csv(paths.BASELINE_FEATURES, dtype={"subject_id": str}), splits),
+            segmented.fold_predictions(store, splits, seed),
+        ],
+        ignore_index=True,
+    )
     write_text(paths.BASELINE_PREDICTIONS, predictions.to_csv(index=False))
+    uses = {name: what for name, (_, what) in BASELINES.items()} | {segmented.NAME: segmented.USES}
     metrics = {}
-    for name, (_, what) in BASELINES.items():
+    for name, what in uses.items():
         rows = predictions[predictions["baseline"] == name]
         pooled = pooled_auc_with_ci(
             rows["label"].to_numpy(), rows["probability"].to_numpy(), P.value(params, "aggregate.n_bootstrap"), seed

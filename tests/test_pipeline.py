@@ -94,6 +94,7 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(tiny_run, tmp_path):
     assert "at_bundle_threshold.sensitivity_ci_low" in headline and "calibration.slope" in headline
     assert "inner_val_auc" in headline and "lgg_recall" in headline
     assert "auc_minus_whole_brain" in headline and "seg_statistics_auc" in headline  # DSMIL against its yardsticks
+    assert "auc_minus_predicted_mask" in headline
     shown = dvc(pipeline_repo, "metrics", "show", "metrics")
     assert "metrics/preprocess.json" in shown and "slices_total" in shown
     assert "metrics/train/fold_4.json" in shown and "best.val_auc" in shown
@@ -137,11 +138,11 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(tiny_run, tmp_path):
     params = tiny_params()
     params["preprocess"]["image_size"] = 12
     write_params(pipeline_repo, params)
-    # The baselines' features come from the NIfTI files, not the slices: baseline_features runs again (the manifest
-    # changed) and writes the same table, so the baselines do not run. The fingerprint preprocess measures does not
-    # depend on the image size either: its table and thumbnails are unchanged, so the fingerprint stage does not run.
+    # baseline_features reads the NIfTI files, not the slices: it runs again (the manifest changed) and writes the
+    # same table; the baselines run again because predicted_mask segments the new slices. The fingerprint preprocess
+    # measures does not depend on the image size: its table and thumbnails are unchanged, so that stage does not run.
     assert stages_run(repro(pipeline_repo)) == {"check_params", "preprocess", "split", "baseline_features"} | (
-        FOLD_STAGES | PACKAGING
+        FOLD_STAGES | PACKAGING | {"baselines"}
     )
 
 

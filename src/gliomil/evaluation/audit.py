@@ -300,8 +300,10 @@ def baselines_section(baselines: dict) -> list[str]:
         "",
         "Logistic regressions fitted on each fold's training and inner-validation patients (`baselines` stage). "
         "DeLong's test of the two correlated pooled AUCs; the difference is the model's AUC minus the baseline's, so "
-        "a negative one means the baseline ranks the patients better. `seg_statistics` reads the tumour mask at test "
-        "time: an upper reference, not a competitor of an image-only model.",
+        "a negative one means the baseline ranks the patients better. `predicted_mask` finds the tumour in the images "
+        "with a pixel regression taught by the training patients' masks: image-only at test time, like the model. "
+        "`seg_statistics` reads the tumour mask at test time: an upper reference, not a competitor of an image-only "
+        "model.",
         "",
         "| Baseline | Uses | Baseline AUC | Model AUC | Difference (95% CI) | p |",
         "|---|---|---|---|---|---|",
