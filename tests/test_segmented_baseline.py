@@ -80,9 +80,21 @@ def test_mask_statistics_by_hand():
 
 
 # -- the segmenter ----------------------------------------------------------------------------------------------------
+def taught(bags, maps, rng):
+    """A segmenter fitted on the drawn pixels of bags and their maps, as fold_predictions fits a fold's."""
+    features, is_tumour = [], []
+    for bag, tumour_map in zip(bags, maps):
+        chosen = segmented.draw_pixels(bag, rng)
+        assert len(chosen) == min(segmented.PIXEL_SAMPLES, segmented.brain_pixels(bag).sum())
+        assert segmented.brain_pixels(bag).flat[chosen].all()
+        features.append(segmented.pixel_features(bag).reshape(-1, 8)[chosen])
+        is_tumour.append(tumour_map[:, 0].reshape(-1)[chosen] >= segmented.MAP_TUMOUR)
+    return segmented.fit_segmenter(np.concatenate(features), np.concatenate(is_tumour))
+
+
 def test_the_segmenter_finds_the_tumour_it_was_taught_from_the_images_alone():
     cohort = phantom_cohort(24, seed=0)
-    segmenter = segmented.fit_segmenter(cohort.bags[:16], cohort.tumour_maps[:16], np.random.default_rng(0))
+    segmenter = taught(cohort.bags[:16], cohort.tumour_maps[:16], np.random.default_rng(0))
     dice = []
     for bag, tumour_map in zip(cohort.bags[16:], cohort.tumour_maps[16:]):
         mask, truth = segmented.segment(segmenter, bag), tumour_map[:, 0] >= 128
@@ -99,7 +111,7 @@ def test_a_segmenter_needs_both_kinds_of_pixel():
     cohort = phantom_cohort(4)
     empty = [np.zeros_like(m) for m in cohort.tumour_maps]
     with pytest.raises(GliomilError, match="only one class of pixel"):
-        segmented.fit_segmenter(cohort.bags, empty, np.random.default_rng(0))
+        taught(cohort.bags, empty, np.random.default_rng(0))
 
 
 # -- the folds --------------------------------------------------------------------------------------------------------

@@ -63,27 +63,28 @@ def brain_pixels(slices: np.ndarray) -> np.ndarray:
     return np.any(np.asarray(slices) != 0, axis=1)
 
 
-def fit_segmenter(bags: Sequence[np.ndarray], maps: Sequence[np.ndarray], rng: np.random.Generator) -> Pipeline:
-    """A standardised logistic regression from :func:`pixel_features` to "whole tumour", fitted on up to
-    ``PIXEL_SAMPLES`` brain pixels of each bag (S, 4, H, W) with its tumour map (S, 3, H, W) uint8."""
-    features, targets = [], []
-    for bag, tumour_map in zip(bags, maps):
-        inside = np.flatnonzero(brain_pixels(bag))
-        chosen = np.sort(rng.choice(inside, size=min(PIXEL_SAMPLES, len(inside)), replace=False))
-        features.append(pixel_features(bag).reshape(-1, 8)[chosen])
-        targets.append(tumour_map[:, 0].reshape(-1)[chosen] >= MAP_TUMOUR)
-    target = np.concatenate(targets)
-    if target.all() or not target.any():
+def draw_pixels(bag: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Sorted flat indices into (S, H, W) of up to ``PIXEL_SAMPLES`` brain pixels of ``bag`` (S, 4, H, W), drawn
+    without replacement: the pixels of one training patient that its fold's segmenter is fitted on."""
+    inside = np.flatnonzero(brain_pixels(bag))
+    return np.sort(rng.choice(inside, size=min(PIXEL_SAMPLES, len(inside)), replace=False))
+
+
+def fit_segmenter(features: np.ndarray, is_tumour: np.ndarray) -> Pipeline:
+    """A standardised logistic regression from pixels' :func:`pixel_features` (n, 8) to "whole tumour" (n,) bool."""
+    if is_tumour.all() or not is_tumour.any():
         raise GliomilError("baseline predicted_mask: the training patients' tumour maps hold only one class of pixel")
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=10_000)).fit(np.concatenate(features), target)
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=10_000)).fit(features, is_tumour)
 
 
-def segment(segmenter: Pipeline, slices: np.ndarray) -> np.ndarray:
+def segment(segmenter: Pipeline, slices: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
     """bool (S, H, W): the brain pixels the segmenter gives a tumour probability >= ``THRESHOLD``, or its
-    ``MIN_PIXELS`` most probable brain pixels when fewer reach it."""
+    ``MIN_PIXELS`` most probable brain pixels when fewer reach it. ``features``: the slices' :func:`pixel_features`
+    when already computed."""
     brain = brain_pixels(slices)
+    features = pixel_features(slices) if features is None else features
     probability = np.zeros(brain.shape)
-    probability[brain] = segmenter.predict_proba(pixel_features(slices)[brain])[:, 1]
+    probability[brain] = segmenter.predict_proba(features[brain])[:, 1]
     mask = probability >= THRESHOLD
     if mask.sum() < MIN_PIXELS:
         top = np.argsort(probability, axis=None, kind="stable")[-MIN_PIXELS:]
@@ -118,7 +119,9 @@ def fold_predictions(bag_set: BagSet, splits: Sequence[FoldSplit], seed: int) ->
     missing = sorted({s for split in splits for s in (*split.train, *split.inner_val, *split.test)} - set(index))
     if missing:
         raise GliomilError(f"baseline predicted_mask: subjects {missing[:5]} of the split are not in the slice store")
-    rows = []
+    # Each fold's draw of training pixels first (it needs only the brain), so that each subject's pixel features
+    # are computed once for all the segmenters' training pixels, and once more for all its masks.
+    folds = []  # per split: the patients it fits on, its held-out ones, and its draws {subject: pixel indices}
     for split in splits:
         fit_on = [index[s] for s in (*split.train, *split.inner_val)]
         with_map = [i for i in fit_on if bag_set.tumour_maps is not None and bag_set.tumour_maps[i] is not None]
@@ -128,10 +131,28 @@ def fold_predictions(bag_set: BagSet, splits: Sequence[FoldSplit], seed: int) ->
                 f"(e.g. {bag_set.subject_ids[fit_on[0]]}); it learns the tumour from them"
             )
         rng = np.random.default_rng([seed, split.fold])
-        segmenter = fit_segmenter([bag_set.bags[i] for i in with_map], [bag_set.tumour_maps[i] for i in with_map], rng)
-        test = [index[s] for s in split.test]
-        table = np.stack([mask_statistics(bag_set.bags[i], segment(segmenter, bag_set.bags[i])) for i in fit_on + test])
-        probability = fit_predict(table[: len(fit_on)], bag_set.labels[fit_on], table[len(fit_on) :])
+        folds.append((fit_on, [index[s] for s in split.test], {i: draw_pixels(bag_set.bags[i], rng) for i in with_map}))
+    samples: list[dict[int, tuple[np.ndarray, np.ndarray]]] = [{} for _ in folds]
+    for i in sorted({i for _, _, draws in folds for i in draws}):
+        features = pixel_features(bag_set.bags[i]).reshape(-1, 8)
+        is_tumour = bag_set.tumour_maps[i][:, 0].reshape(-1) >= MAP_TUMOUR
+        for (_, _, draws), drawn in zip(folds, samples):
+            if i in draws:
+                drawn[i] = features[draws[i]], is_tumour[draws[i]]
+    segmenters = []
+    for (_, _, draws), drawn in zip(folds, samples):  # the pixels in the order of the fold's patients
+        segmenters.append(fit_segmenter(*(np.concatenate(part) for part in zip(*(drawn[i] for i in draws)))))
+    statistics: list[dict[int, np.ndarray]] = [{} for _ in folds]
+    for i in sorted({i for fit_on, test, _ in folds for i in (*fit_on, *test)}):
+        features = pixel_features(bag_set.bags[i])
+        for (fit_on, test, _), segmenter, table in zip(folds, segmenters, statistics):
+            if i in fit_on or i in test:
+                table[i] = mask_statistics(bag_set.bags[i], segment(segmenter, bag_set.bags[i], features))
+    rows = []
+    for split, (fit_on, test, _), table in zip(splits, folds, statistics):
+        probability = fit_predict(
+            np.stack([table[i] for i in fit_on]), bag_set.labels[fit_on], np.stack([table[i] for i in test])
+        )
         rows.append(
             pd.DataFrame(
                 {
