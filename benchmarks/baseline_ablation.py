@@ -8,7 +8,9 @@ Run after ``dvc repro`` (or ``dvc exp apply``): it reads the workspace's folds, 
 Every row is the pooled held-out AUC of :func:`gliomil.baselines.logistic.fit_predict` fitted per fold on the
 fold's training and inner-validation patients, as the ``baselines`` stage fits it:
 
-- ``seg_statistics`` and parts of it (the label shares alone; the intensity statistics alone; their SDs alone);
+- ``seg_statistics`` and parts of it (the label shares alone; the intensity statistics alone; their SDs alone; the
+  nine numbers the tumour-moments stream measures, :mod:`gliomil.model.moments`: each modality's mean and SD, and the
+  log size);
 - ``true mask, 64 px``: :func:`gliomil.baselines.segmented.mask_statistics` of the slices the model reads, inside
   the preprocessed whole-tumour map (the mask at test time: what resolution costs the statistics);
 - ``predicted_mask``: the same inside the mask the per-pixel segmenter predicts (image-only): the baselines stage's
@@ -70,6 +72,10 @@ def main() -> None:
         "label shares alone (3)": shares,
         "intensity statistics alone (20)": intensities,
         "their SDs alone (4)": [n for n in intensities if n.endswith("_std")],
+        "moments: means, SDs, log size (9)": [
+            *(n for n in intensities if n.endswith(("_mean", "_std"))),
+            "log_tumour_voxels",
+        ],
     }
     print(f"{len(splits)} folds, {sum(len(s.test) for s in splits)} held-out patients")
     for name, columns in groups.items():

@@ -19,7 +19,7 @@ def test_the_ablation_reads_the_run_and_agrees_with_the_baselines_stage(tiny_run
     out = run_tool([sys.executable, str(SCRIPT)], repo, env=tool_env(repo / "src")).stdout
     rows = dict(re.findall(r"^(.+?)\s{2,}(\d\.\d{3})$", out, flags=re.MULTILINE))
     assert "5 folds, 16 held-out patients" in out
-    assert len(rows) == 6 and all(0 <= float(auc) <= 1 for auc in rows.values())
+    assert len(rows) == 7 and all(0 <= float(auc) <= 1 for auc in rows.values())
     stage = json.loads((repo / "metrics/baselines.json").read_text())
     assert rows["predicted_mask, 64 px (21, image-only)"] == f"{stage['predicted_mask']['auc']:.3f}"
     assert rows["seg_statistics (all 24)"] == f"{stage['seg_statistics']['auc']:.3f}"

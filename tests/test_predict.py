@@ -45,12 +45,16 @@ def bundle_dir(tmp_path_factory) -> Path:
     return make_bundle(tmp_path_factory.mktemp("bundle"), ModelConfig(width=4, depth=2, prediction="both_streams"))
 
 
-def make_bundle(work: Path, config: ModelConfig) -> Path:
+def make_bundle(work: Path, config: ModelConfig, prepare=None) -> Path:
+    """A bundle of three fold models of ``config``, each passed to ``prepare`` (when given) before it is saved."""
     checkpoints = {}
     for fold in range(3):
         torch.manual_seed(fold)
         checkpoints[fold] = work / f"best_{fold}.pt"
-        save_checkpoint(config.build(), config, checkpoints[fold], fold=fold, epoch=fold + 1)
+        model = config.build()
+        if prepare is not None:
+            prepare(model)
+        save_checkpoint(model, config, checkpoints[fold], fold=fold, epoch=fold + 1)
     cohort = pd.DataFrame({"subject_id": ["a", "b"], "label": [1, 0], "content_sha256": ["0" * 64, "1" * 64]})
     manifest = build_manifest(
         preprocess=PreprocessSettings(image_size=16),
@@ -227,6 +231,22 @@ def test_other_aggregators_leave_empty_what_they_do_not_have(tmp_path, volumes, 
     assert pd.isna(row["most_attended_slices"]) == (aggregator != "abmil")  # no attention
     assert pd.isna(row["montage"])  # the montage shows attention and instance scores: only DSMIL has both
     assert not (tmp_path / "out" / "montages" / "C.png").exists()
+
+
+def test_a_tumour_moments_bundle_predicts_from_the_images_alone(tmp_path, volumes):
+    def trained(model):  # a stream that reads the moments: an untrained one adds nothing
+        with torch.no_grad():
+            model.moments.classifier.weight.fill_(0.2)
+
+    config = ModelConfig(width=4, depth=2, prediction="both_streams", tumour_head=1, tumour_moments=True)
+    bundle = make_bundle(tmp_path / "b", config, trained)
+    untrained = make_bundle(tmp_path / "u", config)
+    images, seg = volumes["HGG_1"]
+    with_seg = predict([write_case(tmp_path / "c", "C", images, seg), "--bundle", bundle], tmp_path / "out")
+    without = predict([write_case(tmp_path / "n", "C", images, None), "--bundle", bundle], tmp_path / "out_n")
+    assert probability_of(with_seg, "C") == probability_of(without, "C")  # the seg is never read
+    plain = predict([tmp_path / "c", "--bundle", untrained], tmp_path / "out_u")
+    assert probability_of(plain, "C") != probability_of(with_seg, "C")  # the stream's weights count
 
 
 def test_out_folder_is_never_overwritten_unasked(tmp_path, bundle_dir, volumes):

@@ -169,6 +169,7 @@ SPEC: dict[str, Rule] = {
     "train.model.prediction": choice(("bag_stream", "both_streams")),
     "train.model.slice_pooling": choice(SLICE_POOLINGS),
     "train.model.context_slices": integer(0, 4),
+    "train.model.tumour_moments": boolean(),
     "train.diagnostics.top_k": integer(low=1),
     "train.diagnostics.uniform_entropy": number(0.01, 1.0),
     "train.diagnostics.uniform_max_ratio": number(low=1.0),
@@ -253,6 +254,11 @@ def check_params(params: dict) -> None:
         raise ParamsError(
             f"params.yaml: train.instance_target grade supervises instance scores, which aggregator {aggregator} "
             "has not; use train.instance_target: tumour or another aggregator"
+        )
+    if value(params, "train.model.tumour_moments") and value(params, "train.pixel_supervision") == 0:
+        raise ParamsError(
+            "params.yaml: train.model.tumour_moments measures the tumour with a segmenter that "
+            "train.pixel_supervision teaches; set train.pixel_supervision > 0 (e.g. 1.0)"
         )
     cell = 2 ** (value(params, "train.model.depth") - 1)
     if value(params, "train.pixel_supervision") > 0 and value(params, "preprocess.image_size") % cell:

@@ -6,7 +6,8 @@ with its k neighbours on either side as channels, (sum N_b, 4 (2k + 1), H, W): s
 (:class:`gliomil.model.dsmil.SliceEncoder`) runs once on every slice of the batch, the aggregator pools each bag's
 features into its HGG logit. The aggregators (:data:`gliomil.vocabulary.AGGREGATORS`) are DSMIL (the default,
 :mod:`gliomil.model.dsmil`) and the mean, max and gated-attention pooling of :mod:`gliomil.model.pooling`, all on
-the same encoder.
+the same encoder. With ``tumour_moments`` the bag logit also reads the tumour's intensity moments as the model's
+own per-pixel segmenter measures them (:mod:`gliomil.model.moments`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from gliomil.model.dsmil import BagSizes, DSMILAggregator, SliceEncoder, as_bag_sizes
+from gliomil.model.moments import TumourMoments
 from gliomil.model.pooling import GatedAttention, MaxPooling, MeanPooling
 from gliomil.vocabulary import AGGREGATORS
 
@@ -40,6 +42,8 @@ class MILOutput(NamedTuple):
     critical: torch.Tensor | None  # (B,) long, index within its bag of the slice that decides
     bag_sizes: torch.Tensor  # (B,) long, on the CPU
     tumour_logits: torch.Tensor | None = None  # (sum N_b, maps, h, w) the encoder's tumour head, from forward only
+    # (sum N_b, 1, H, W) the tumour-moments stream's per-pixel tumour logits, from forward only
+    pixel_logits: torch.Tensor | None = None
 
 
 def _column(tensor: torch.Tensor | None) -> torch.Tensor | None:
@@ -68,6 +72,7 @@ class MILModel(nn.Module):
         slice_pooling: str = "mean",
         tumour_head: int = 0,
         context_slices: int = 0,
+        tumour_moments: bool = False,
     ):
         super().__init__()
         if context_slices < 0:
@@ -88,18 +93,39 @@ class MILModel(nn.Module):
             self.aggregator = {"mean": MeanPooling, "max": MaxPooling, "abmil": GatedAttention}[aggregator](
                 features, self.n_classes
             )
+        # Created last, so that everything before it is initialised as in a model without it.
+        self.moments = TumourMoments(in_channels) if tumour_moments else None
 
     def forward(self, slices: torch.Tensor, bag_sizes: BagSizes) -> MILOutput:
         sizes = as_bag_sizes(bag_sizes, slices.shape[0])
         feats, tumour_logits = self.encoder.encode(slices)
-        return self.aggregate(feats, sizes)._replace(tumour_logits=tumour_logits)
+        if self.moments is None:
+            return self.aggregate(feats, sizes)._replace(tumour_logits=tumour_logits)
+        centre = self.centre(slices)
+        pixel_logits = self.moments.segment(centre)
+        sums = self.moments.slice_sums(centre, pixel_logits)
+        bag_sums = torch.stack([part.sum(dim=0) for part in torch.split(sums, sizes)])
+        return self.aggregate(feats, sizes, bag_sums)._replace(tumour_logits=tumour_logits, pixel_logits=pixel_logits)
 
-    def aggregate(self, feats: torch.Tensor, bag_sizes: BagSizes) -> MILOutput:
-        """Slice features ``(sum N_b, K)`` of B bags -> :class:`MILOutput` (the one class column, squeezed)."""
+    def centre(self, slices: torch.Tensor) -> torch.Tensor:
+        """The slices themselves ``(N, 4, H, W)`` out of slices with their 2.5D neighbours (channels neighbour by
+        neighbour from below, :func:`gliomil.data.bags.with_neighbours`)."""
+        channels = slices.shape[1] // (2 * self.context_slices + 1)
+        return slices[:, self.context_slices * channels : (self.context_slices + 1) * channels]
+
+    def aggregate(self, feats: torch.Tensor, bag_sizes: BagSizes, moment_sums: torch.Tensor | None = None) -> MILOutput:
+        """Slice features ``(sum N_b, K)`` of B bags -> :class:`MILOutput` (the one class column, squeezed). With
+        the tumour-moments stream, ``moment_sums`` ``(B, 9)`` are each bag's summed
+        :meth:`~gliomil.model.moments.TumourMoments.slice_sums`, whose logit joins the bag logit."""
         sizes = as_bag_sizes(bag_sizes, feats.shape[0])
         out = self.aggregator(feats, sizes)
+        bag_logits = out.bag_logits[:, 0]
+        if self.moments is not None:
+            if moment_sums is None:
+                raise ValueError("a model with the tumour-moments stream needs each bag's moment sums")
+            bag_logits = bag_logits + self.moments.bag_logits(moment_sums, torch.tensor(sizes))
         return MILOutput(
-            bag_logits=out.bag_logits[:, 0],
+            bag_logits=bag_logits,
             instance_logits=_column(out.instance_logits),
             max_instance_logits=_column(out.max_instance_logits),
             attention=_column(out.attention),
@@ -119,11 +145,16 @@ class MILModel(nn.Module):
         depend on ``chunk``.
         """
         enabled = autocast_dtype is not None
-        feats = []
+        feats, sums = [], []
         for start in range(0, len(bag), chunk):
+            part = bag[start : start + chunk]
             with torch.autocast(bag.device.type, dtype=autocast_dtype or torch.float32, enabled=enabled):
-                feats.append(self.encoder(bag[start : start + chunk]).float())
-        return self.aggregate(torch.cat(feats), [len(bag)])
+                feats.append(self.encoder(part).float())
+            if self.moments is not None:
+                centre = self.centre(part)
+                sums.append(self.moments.slice_sums(centre, self.moments.segment(centre)).sum(dim=0))
+        moment_sums = torch.stack(sums).sum(dim=0, keepdim=True) if sums else None
+        return self.aggregate(torch.cat(feats), [len(bag)], moment_sums)
 
 
 @dataclass(frozen=True)
@@ -147,6 +178,9 @@ class ModelConfig:
     tumour_head: int = 0
     # 2.5D: each slice is encoded with this many neighbours on either side as channels (gliomil.data.bags)
     context_slices: int = 0
+    # the tumour-moments stream (gliomil.model.moments): a per-pixel segmenter taught by train.pixel_supervision,
+    # whose tumour's intensity moments join the bag logit
+    tumour_moments: bool = False
 
     def build(self) -> MILModel:
         return MILModel(
@@ -161,4 +195,5 @@ class ModelConfig:
             slice_pooling=self.slice_pooling,
             tumour_head=self.tumour_head,
             context_slices=self.context_slices,
+            tumour_moments=self.tumour_moments,
         )

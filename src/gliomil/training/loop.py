@@ -130,7 +130,8 @@ def train_step(
     on the slices' tumour flags ``slice_tumour`` ``(sum N_b,)`` is added (``instance_target`` ``grade``:
     :func:`~gliomil.training.losses.instance_grade_loss` on the flags and the labels); with a ``pixel_supervision``
     weight > 0, that weight times :func:`~gliomil.training.losses.pixel_supervision_loss` on the slices' tumour maps
-    ``(sum N_b, H, W)``. Returns the loss and the model's :class:`~gliomil.model.mil.MILOutput`.
+    ``(sum N_b, M, H, W)`` (and, with the tumour-moments stream, the same on its segmenter's logits and the whole
+    tumour's map). Returns the loss and the model's :class:`~gliomil.model.mil.MILOutput`.
     """
     with torch.autocast(slices.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         out = model(slices, bag_sizes)
@@ -144,6 +145,8 @@ def train_step(
         loss = loss + instance_supervision * supervision
     if pixel_supervision > 0:
         loss = loss + pixel_supervision * pixel_supervision_loss(out.tumour_logits, tumour_maps)
+        if out.pixel_logits is not None:  # the tumour-moments stream's segmenter: the whole tumour, pixel by pixel
+            loss = loss + pixel_supervision * pixel_supervision_loss(out.pixel_logits, tumour_maps[:, :1])
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)

@@ -1,0 +1,129 @@
+"""The tumour-moments stream (``train.model.tumour_moments``): the model measures its own tumour's intensities.
+
+What the two-stage baseline ``predicted_mask`` measures (:mod:`gliomil.baselines.segmented`: a per-pixel segmenter,
+then the statistics of each modality inside the predicted tumour), learned inside the model, read from the images:
+
+1. a per-pixel logistic regression on each slice's four intensities and their means over the ``NEIGHBOURHOOD`` x
+   ``NEIGHBOURHOOD`` square around the pixel (the baseline's segmenter and features),
+   ``SEGMENTER_GAIN x Conv1x1(8, 1)``, taught the whole tumour's map at full resolution by
+   ``train.pixel_supervision``;
+2. per bag, over all its slices, the moments of each modality inside the mask it predicts (the brain's pixels
+   whose tumour probability is at least 0.5, as the baseline's): the mean and the standard deviation, and the log
+   of the mask's mean area per slice, ``log(1 + pixels / N)``: ``2 * 4 + 1`` numbers per bag;
+3. each number standardised by its running mean and variance over the training bags (BatchNorm's running
+   statistics, used in training too: a batch of 4 bags is too few to standardise by), then a linear logit times
+   ``CLASSIFIER_GAIN``, added to the aggregator's bag logit: the bag classifier reads the pooled MIL features and
+   the tumour's moments side by side. It starts at zero, so an untrained stream changes nothing.
+
+Why a hard mask: the grade loss does not reach the segmenter anyway (the mask is detached: the segmenter learns
+where the tumour is from the segmentation only, and the grade cannot move it towards whatever region separates the
+training bags), and soft weights let the brain's thousands of pixels with a small tumour probability swamp the
+tumour's few hundred: in a first run with sigmoid weights, fold 0's selected model measured an SD of about 1 in
+every modality, the brain's, and a "tumour" of 260 pixels a slice.
+
+Why the gains: both parts are logistic regressions learned from zero, and Adam moves each weight by about the
+learning rate per step, whatever its gradient's size. In the default 20 epochs (about 1100 steps at a mean rate of
+5e-4) a weight travels about 0.5 at most, while the segmenter's bias alone must reach the log-odds of a brain pixel
+being tumour (about -4: 1.9% of them are, in the built-in cohort's slices) and a standardised logistic regression on
+the true tumour's nine moments (the columns of ``data/baseline_features.csv``, all 285 patients) has weights up to
+2.3 (flair SD) and -1.25 (t1 SD). A gain g gives that part g times the encoder's learning rate without a second
+optimiser group; ``benchmarks/segmenter_gain.py`` measures the segmenter's Dice against its steps for several.
+
+Moments are sums over the slices, so a bag scored in chunks (:meth:`gliomil.model.mil.MILModel.score_bag`) adds up
+its chunks' sums. Everything here computes in float32: a bf16 ``sum x^2 - mean^2`` over a tumour's thousands of
+pixels would be noise.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["NEIGHBOURHOOD", "SEGMENTER_GAIN", "CLASSIFIER_GAIN", "MOMENTUM", "TumourMoments"]
+
+#: In-plane side of the square whose mean intensities each pixel also sees (the predicted_mask baseline's).
+NEIGHBOURHOOD = 5
+#: The segmenter's logit is SEGMENTER_GAIN x its linear layer's, the stream's grade logit CLASSIFIER_GAIN x its
+#: classifier's (the module's docstring says why).
+SEGMENTER_GAIN = 100.0
+CLASSIFIER_GAIN = 10.0
+EPS = 1e-5
+#: Weight of each training batch in the standardiser's running statistics (the first batch sets them).
+MOMENTUM = 0.05
+
+
+class TumourMoments(nn.Module):
+    """Per-pixel tumour segmenter and a linear grade logit on the bag's tumour moments.
+
+    ``segment(slices (N, C, H, W)) -> logits (N, 1, H, W)``; ``slice_sums(slices, logits) -> (N, 1 + 2C)`` holding
+    per slice ``sum w``, ``sum w x_c`` and ``sum w x_c^2``; ``bag_logits(sums (B, 1 + 2C), slices_per_bag (B,)) ->
+    (B,)``. ``C`` is ``in_channels`` (4: flair, t1, t1ce, t2), the slice itself without its 2.5D neighbours.
+    """
+
+    def __init__(self, in_channels: int = 4):
+        super().__init__()
+        self.in_channels = in_channels
+        self.segmenter = nn.Conv2d(2 * in_channels, 1, kernel_size=1)
+        nn.init.zeros_(self.segmenter.weight)
+        nn.init.zeros_(self.segmenter.bias)
+        box = torch.full((in_channels, 1, NEIGHBOURHOOD, NEIGHBOURHOOD), 1.0 / NEIGHBOURHOOD**2)
+        self.register_buffer("box", box, persistent=False)  # a fixed mean filter per modality, not a weight
+        features = 2 * in_channels + 1
+        self.register_buffer("running_mean", torch.zeros(features))
+        self.register_buffer("running_var", torch.ones(features))
+        self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
+        self.classifier = nn.Linear(features, 1)
+        nn.init.zeros_(self.classifier.weight)
+        nn.init.zeros_(self.classifier.bias)
+
+    def segment(self, slices: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` -> the tumour logit of every pixel, ``(N, 1, H, W)`` float32."""
+        if slices.dim() != 4 or slices.shape[1] != self.in_channels:
+            raise ValueError(f"expected slices (N, {self.in_channels}, H, W), got {tuple(slices.shape)}")
+        with torch.autocast(device_type=slices.device.type, enabled=False):
+            # Channels-last: oneDNN's depthwise and 1 x 1 convolutions are several times faster in it than
+            # avg_pool2d and NCHW on this project's CPU (the stream's share of a training step, docs/models.md).
+            values = slices.float().contiguous(memory_format=torch.channels_last)
+            local = F.conv2d(values, self.box, padding=NEIGHBOURHOOD // 2, groups=self.in_channels)
+            return SEGMENTER_GAIN * self.segmenter(torch.cat([values, local], dim=1))
+
+    @staticmethod
+    def slice_sums(slices: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """Per slice ``[sum w, sum w x_1 .. sum w x_C, sum w x_1^2 .. sum w x_C^2]``, ``(N, 1 + 2C)`` float32, with
+        ``w`` 1 on the mask: the brain's pixels (any modality non-zero) where ``logits`` ``(N, 1, H, W)`` >= 0
+        (probability >= 0.5), 0 elsewhere. No gradient flows through the mask."""
+        with torch.autocast(device_type=slices.device.type, enabled=False):
+            values = slices.float()
+            brain = (values != 0).any(dim=1, keepdim=True)
+            weights = ((logits.detach() >= 0) & brain).float()  # (N, 1, H, W)
+            mass = weights.sum(dim=(1, 2, 3)).unsqueeze(1)  # (N, 1)
+            first = (weights * values).sum(dim=(2, 3))  # (N, C)
+            second = (weights * values * values).sum(dim=(2, 3))  # (N, C)
+            return torch.cat([mass, first, second], dim=1)
+
+    def moments(self, sums: torch.Tensor, slices_per_bag: torch.Tensor) -> torch.Tensor:
+        """A bag's summed :meth:`slice_sums` ``(B, 1 + 2C)`` and its slice count ``(B,)`` -> ``(B, 2C + 1)``: each
+        modality's mean inside the mask, then its standard deviation, then ``log(1 + sum w / N)``. A bag with an
+        empty mask (an untrained segmenter's) has means and SDs of 0."""
+        channels = self.in_channels
+        mass = sums[:, :1].clamp_min(1.0)
+        mean = sums[:, 1 : 1 + channels] / mass
+        variance = (sums[:, 1 + channels :] / mass - mean * mean).clamp_min(1e-6)
+        area = torch.log1p(sums[:, 0] / slices_per_bag.to(sums.device).float()).unsqueeze(1)
+        return torch.cat([mean, variance.sqrt(), area], dim=1)
+
+    def bag_logits(self, sums: torch.Tensor, slices_per_bag: torch.Tensor) -> torch.Tensor:
+        """:meth:`moments`, standardised, -> the stream's HGG logit per bag, ``(B,)``. In train mode the batch first
+        updates the running statistics (the first batch sets them: no drift from 0 and 1)."""
+        with torch.autocast(device_type=sums.device.type, enabled=False):
+            moments = self.moments(sums.float(), slices_per_bag)
+            if self.training:
+                with torch.no_grad():
+                    first = int(self.batches_seen) == 0
+                    self.running_mean.lerp_(moments.mean(dim=0), 1.0 if first else MOMENTUM)
+                    if len(moments) > 1:  # one bag has no spread to learn from
+                        self.running_var.lerp_(moments.var(dim=0, unbiased=False), 1.0 if first else MOMENTUM)
+                    self.batches_seen += 1
+            standardised = (moments - self.running_mean) / torch.sqrt(self.running_var + EPS)
+            return CLASSIFIER_GAIN * self.classifier(standardised)[:, 0]

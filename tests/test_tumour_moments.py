@@ -1,0 +1,185 @@
+"""The tumour-moments stream (train.model.tumour_moments, gliomil.model.moments): the moments by hand, chunked
+scoring, the init and gradient contracts, training and the params check."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+from test_pixel_supervision import toy_data  # noqa: F401  (a fixture: toy bags with tumour maps)
+from test_train import TINY_MODEL, tiny_config
+
+import gliomil.params as P
+from gliomil.errors import ParamsError
+from gliomil.model.checkpoint import load_checkpoint
+from gliomil.model.mil import ModelConfig
+from gliomil.model.moments import CLASSIFIER_GAIN, MOMENTUM, SEGMENTER_GAIN, TumourMoments
+from gliomil.training import loop
+from gliomil.training.losses import pixel_supervision_loss
+
+MOMENTS_MODEL = dataclasses.replace(TINY_MODEL, tumour_head=1, tumour_moments=True)
+
+
+def forced_logits(shape, inside: tuple[slice, slice], level: float = 40.0) -> torch.Tensor:
+    """Segmenter logits (N, 1, H, W) that are +level inside the square (the mask) and -level outside."""
+    logits = torch.full(shape, -level)
+    logits[:, :, inside[0], inside[1]] = level
+    return logits
+
+
+def test_the_moments_are_the_mean_sd_and_area_of_each_modality_inside_the_tumour_by_hand():
+    rng = np.random.default_rng(0)
+    slices = torch.from_numpy(rng.normal(2.0, 1.5, size=(3, 4, 12, 12)).astype(np.float32))
+    slices[:, :, :2] = 0  # background rows: outside the brain, never counted even where the logits say tumour
+    logits = forced_logits((3, 1, 12, 12), (slice(0, 6), slice(3, 9)))
+    sums = TumourMoments.slice_sums(slices, logits)
+    assert sums.shape == (3, 9)
+    moments = TumourMoments().moments(sums.sum(dim=0, keepdim=True), torch.tensor([3]))
+    inside = slices[:, :, 2:6, 3:9].numpy()  # rows 2-5 (0-1 are background), columns 3-8: 24 pixels per slice
+    for c in range(4):
+        values = inside[:, c].ravel().astype(np.float64)
+        assert moments[0, c].item() == pytest.approx(values.mean(), abs=1e-5)
+        assert moments[0, 4 + c].item() == pytest.approx(values.std(), abs=1e-4)  # population SD
+    assert moments[0, 8].item() == pytest.approx(math.log1p(24.0), abs=1e-6)
+
+
+def test_the_mask_is_the_brain_where_the_tumour_probability_reaches_a_half_and_an_empty_one_gives_zeros():
+    slices = torch.tensor([[[[1.0, 3.0, 5.0, 0.0]]] * 4])  # one slice (1, 4, 1, 4); the last pixel is background
+    logits = torch.tensor([[[[-1e-3, 0.0, 2.0, 9.0]]]])  # probability just under 0.5, 0.5, 0.88; background
+    sums = TumourMoments.slice_sums(slices, logits)
+    assert sums[0].tolist() == [2.0, *[8.0] * 4, *[34.0] * 4]  # pixels 3 and 5 only
+    moments = TumourMoments().moments(sums, torch.tensor([1]))
+    assert moments[0].tolist() == pytest.approx([4.0] * 4 + [1.0] * 4 + [math.log1p(2.0)])
+    empty = TumourMoments().moments(TumourMoments.slice_sums(slices, torch.full_like(logits, -1.0)), torch.tensor([1]))
+    assert empty[0, :4].tolist() == [0.0] * 4 and empty[0, 4:8].tolist() == pytest.approx([1e-3] * 4)
+    assert empty[0, 8].item() == 0.0
+
+
+def test_the_segmenter_is_a_logistic_regression_on_each_pixel_and_its_five_by_five_mean():
+    head = TumourMoments()
+    assert not head.segmenter.weight.any() and not head.segmenter.bias.any()  # it starts from zero
+    with torch.no_grad():
+        head.segmenter.bias.fill_(-1.0 / SEGMENTER_GAIN)
+        head.segmenter.weight[0, 4 + 2] = 1.0 / SEGMENTER_GAIN  # the t1ce local mean
+        head.segmenter.weight[0, 0] = 10.0 / SEGMENTER_GAIN  # the flair value
+    slices = torch.zeros(1, 4, 9, 9)
+    slices[0, 2] = 25.0  # t1ce: mean 25 where the whole 5 x 5 square is inside, less at the border (zeros outside)
+    slices[0, 0, 4, 4] = 0.5
+    logits = head.segment(slices)[0, 0]
+    assert logits[4, 4].item() == pytest.approx(25.0 + 5.0 - 1.0)
+    assert logits[0, 0].item() == pytest.approx(25.0 * 9 / 25 - 1.0)  # a corner sees 3 x 3 of its 5 x 5 square
+    assert logits[2, 6].item() == pytest.approx(25.0 - 1.0)
+    assert logits[0, 2].item() == pytest.approx(25.0 * 15 / 25 - 1.0)  # an edge: 3 rows of 5
+
+
+def test_an_untrained_stream_adds_nothing_and_the_rest_is_initialised_as_without_it():
+    torch.manual_seed(3)
+    plain = dataclasses.replace(MOMENTS_MODEL, tumour_moments=False).build()
+    torch.manual_seed(3)
+    measured = MOMENTS_MODEL.build()
+    weights, extended = plain.state_dict(), measured.state_dict()
+    assert all(torch.equal(weights[key], extended[key]) for key in weights)
+    assert sorted(set(extended) - set(weights)) == [
+        "moments.batches_seen",
+        "moments.classifier.bias",
+        "moments.classifier.weight",
+        "moments.running_mean",
+        "moments.running_var",
+        "moments.segmenter.bias",
+        "moments.segmenter.weight",
+    ]
+    slices = torch.randn(9, 4, 16, 16)
+    plain.eval(), measured.eval()
+    with torch.no_grad():
+        assert torch.equal(plain(slices, [4, 5]).bag_logits, measured(slices, [4, 5]).bag_logits)
+    assert "tumour_moments" not in {k for k, v in dataclasses.asdict(ModelConfig()).items() if v}
+
+
+def test_the_moments_are_standardised_by_running_statistics_that_the_first_batch_sets_and_evaluation_keeps():
+    head = TumourMoments()
+    with torch.no_grad():
+        head.classifier.weight.fill_(1.0)
+    rng = np.random.default_rng(1)
+    batches = [torch.from_numpy(rng.normal(size=(4, 9)).astype(np.float32)).abs() + 1 for _ in range(3)]
+    sizes = torch.full((4,), 5)
+    moments = [head.moments(b, sizes) for b in batches]
+    head.train()
+    logits = head.bag_logits(batches[0], sizes)
+    mean, var = moments[0].mean(dim=0), moments[0].var(dim=0, unbiased=False)
+    assert torch.allclose(head.running_mean, mean) and torch.allclose(head.running_var, var)
+    expected = CLASSIFIER_GAIN * ((moments[0] - mean) / torch.sqrt(var + 1e-5)).sum(dim=1)
+    assert torch.allclose(logits, expected, atol=1e-4)
+    head.bag_logits(batches[1], sizes)
+    mean = (1 - MOMENTUM) * mean + MOMENTUM * moments[1].mean(dim=0)
+    var = (1 - MOMENTUM) * var + MOMENTUM * moments[1].var(dim=0, unbiased=False)
+    assert torch.allclose(head.running_mean, mean) and torch.allclose(head.running_var, var)
+    assert int(head.batches_seen) == 2
+    head.eval()
+    first = head.bag_logits(batches[2], sizes)
+    assert torch.allclose(head.running_mean, mean) and int(head.batches_seen) == 2  # evaluation learns nothing
+    alone = torch.cat([head.bag_logits(batches[2][i : i + 1], sizes[:1]) for i in range(4)])
+    assert torch.allclose(first, alone)  # and a bag's logit does not depend on the others scored with it
+
+
+def test_the_grade_does_not_reach_the_segmenter_and_the_pixel_loss_does():
+    model = MOMENTS_MODEL.build()
+    with torch.no_grad():
+        model.moments.classifier.weight.fill_(0.3)  # a trained stream: its logit depends on the moments
+    out = model(torch.randn(8, 4, 16, 16), [3, 5])
+    out.bag_logits.sum().backward(retain_graph=True)
+    assert model.moments.classifier.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.moments.segmenter.parameters())
+    out.pixel_logits.mean().backward()
+    assert all(p.grad.abs().sum() > 0 for p in model.moments.segmenter.parameters())
+
+
+@pytest.mark.parametrize("context", [0, 1])
+def test_a_bag_scored_in_chunks_equals_the_whole_forward_and_reads_the_centre_slice(context):
+    torch.manual_seed(0)
+    model = dataclasses.replace(MOMENTS_MODEL, context_slices=context).build().eval()
+    with torch.no_grad():
+        model.moments.classifier.weight.normal_()
+    slices = torch.randn(11, 4 * (2 * context + 1), 16, 16)
+    with torch.no_grad():
+        whole = model(slices, [11])
+    assert torch.allclose(model.score_bag(slices, chunk=3).bag_logits, whole.bag_logits, atol=1e-5)
+    centre = slices[:, 4 * context : 4 * context + 4]
+    assert torch.equal(model.centre(slices), centre)
+    with torch.no_grad():
+        assert torch.equal(whole.pixel_logits, model.moments.segment(centre))
+
+
+def test_training_teaches_the_segmenter_the_tumour_and_predicts_from_images_alone(toy_data, tmp_path):  # noqa: F811
+    train_set, val_set = toy_data  # validation bags carry no maps: selection reads images only
+    config = tiny_config(epochs=8, lr=1e-2, pixel_supervision=1.0, model=MOMENTS_MODEL)
+    result = loop.train_fold(config, 0, train_set, val_set, tmp_path / "best.pt", log=lambda _: None)
+    assert result.best_epoch >= 1
+    model, checkpoint = load_checkpoint(tmp_path / "best.pt")
+    assert checkpoint["model_config"]["tumour_moments"] is True
+    assert model.moments.classifier.weight.abs().sum() > 0  # the grade loss moved the stream's classifier
+    # the segmenter fits the training patients' tumour maps far better than it did before training
+    torch.manual_seed(config.seed * 1000)
+    initial = ModelConfig(**checkpoint["model_config"]).build()
+    slices = torch.from_numpy(np.concatenate(train_set.bags[:8]).astype(np.float32))
+    maps = torch.from_numpy(np.concatenate(train_set.tumour_maps[:8])[:, :1] / 255.0)
+    with torch.no_grad():
+        losses = [float(pixel_supervision_loss(m.moments.segment(slices), maps)) for m in (initial, model)]
+    assert losses[1] < 0.5 * losses[0], losses
+    scores = model.score_bag(torch.from_numpy(val_set.bags[0].astype(np.float32)), chunk=4)
+    assert scores.pixel_logits is None and scores.bag_logits.shape == (1,)
+
+
+def test_params_refuse_the_moments_without_the_pixel_loss_that_teaches_their_segmenter():
+    params = P.load_params("params.yaml")
+    assert params["train"]["model"]["tumour_moments"] is False
+    edited = copy.deepcopy(params)
+    edited["train"]["model"]["tumour_moments"] = True
+    with pytest.raises(ParamsError, match="set train.pixel_supervision > 0") as info:
+        P.check_params(edited)
+    assert "\n" not in str(info.value)
+    edited["train"]["pixel_supervision"] = 1.0
+    P.check_params(edited)
