@@ -38,7 +38,7 @@ def main():
     held_out = range(len(train_ids), len(train_ids) + len(test_ids))
     test_slices = torch.from_numpy(np.concatenate([bags.bags[i] for i in held_out]).astype(np.float32))
     truth = np.concatenate([bags.tumour_maps[i][:, 0] for i in held_out]) >= 128
-    checkpoints = sorted({50, 100, 230, args.steps})
+    checkpoints = sorted({step for step in (50, 100, 230) if step < args.steps} | {args.steps})
     print(f"{len(train_ids)} training and {len(test_ids)} held-out patients of fold 0 ({truth.mean():.2%} tumour)")
     print("gain | step | pixel loss (last batch) | held-out Dice | segmenter bias (logit)")
     for gain in args.gains:
