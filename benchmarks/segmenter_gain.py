@@ -6,8 +6,8 @@ Needs `dvc repro split` (or a full repro) first. Trains the segmenter alone (``T
 loss of ``train.pixel_supervision`` on the whole tumour's map) as training does: Adam at the default learning rate,
 betas and weight decay, 4 bags of 32 random slices a step, drawn from the first ``--patients`` training patients of
 fold 0; prints the loss and the Dice of the mask it predicts (probability >= 0.5, the mask the stream measures)
-on every slice of that many of fold 0's held-out patients, after 50, 100, 230 (the default run's earliest selected
-epoch, 5) and ``--steps`` steps. Same seeds for every gain.
+on every slice of that many of fold 0's held-out patients, after 50, 100, 230 (5 epochs of a fold) and ``--steps``
+steps. Same seeds for every gain.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ def test_the_moments_are_the_mean_sd_and_area_of_each_modality_inside_the_tumour
     assert moments[0, 8].item() == pytest.approx(math.log1p(24.0), abs=1e-6)
 
 
-def test_the_mask_is_the_brain_where_the_tumour_probability_reaches_a_half_and_an_empty_one_gives_zeros():
+def test_the_mask_is_the_brain_where_the_tumour_probability_reaches_a_half_and_an_empty_one_gives_floors():
     slices = torch.tensor([[[[1.0, 3.0, 5.0, 0.0]]] * 4])  # one slice (1, 4, 1, 4); the last pixel is background
     logits = torch.tensor([[[[-1e-3, 0.0, 2.0, 9.0]]]])  # probability just under 0.5, 0.5, 0.88; background
     sums = TumourMoments.slice_sums(slices, logits)
@@ -143,14 +143,19 @@ def test_a_bag_scored_in_chunks_equals_the_whole_forward_and_reads_the_centre_sl
     model = dataclasses.replace(MOMENTS_MODEL, context_slices=context).build().eval()
     with torch.no_grad():
         model.moments.classifier.weight.normal_()
+        model.moments.segmenter.weight.normal_(std=1.0 / SEGMENTER_GAIN)  # a segmenter whose mask is part of a slice
     slices = torch.randn(11, 4 * (2 * context + 1), 16, 16)
     with torch.no_grad():
         whole = model(slices, [11])
+    mask = whole.pixel_logits >= 0
+    assert 0.2 < mask.float().mean() < 0.8
     assert torch.allclose(model.score_bag(slices, chunk=3).bag_logits, whole.bag_logits, atol=1e-5)
     centre = slices[:, 4 * context : 4 * context + 4]
     assert torch.equal(model.centre(slices), centre)
     with torch.no_grad():
         assert torch.equal(whole.pixel_logits, model.moments.segment(centre))
+        if context:  # a neighbour's channels would give another mask
+            assert not torch.equal(whole.pixel_logits, model.moments.segment(slices[:, :4]))
 
 
 def test_training_teaches_the_segmenter_the_tumour_and_predicts_from_images_alone(toy_data, tmp_path):  # noqa: F811

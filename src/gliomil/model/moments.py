@@ -4,9 +4,9 @@ What the two-stage baseline ``predicted_mask`` measures (:mod:`gliomil.baselines
 then the statistics of each modality inside the predicted tumour), learned inside the model, read from the images:
 
 1. a per-pixel logistic regression on each slice's four intensities and their means over the ``NEIGHBOURHOOD`` x
-   ``NEIGHBOURHOOD`` square around the pixel (the baseline's segmenter and features),
-   ``SEGMENTER_GAIN x Conv1x1(8, 1)``, taught the whole tumour's map at full resolution by
-   ``train.pixel_supervision``;
+   ``NEIGHBOURHOOD`` square around the pixel (the baseline's features), ``SEGMENTER_GAIN x Conv1x1(8, 1)``, taught
+   the whole tumour's map at full resolution by ``train.pixel_supervision``'s loss (soft targets, every pixel of the
+   slice; the baseline fits a standardised regression on sampled brain pixels instead);
 2. per bag, over all its slices, the moments of each modality inside the mask it predicts (the brain's pixels
    whose tumour probability is at least 0.5, as the baseline's): the mean and the standard deviation, and the log
    of the mask's mean area per slice, ``log(1 + pixels / N)``: ``2 * 4 + 1`` numbers per bag;
@@ -22,12 +22,13 @@ tumour's few hundred: in a first run with sigmoid weights, fold 0's selected mod
 every modality, the brain's, and a "tumour" of 260 pixels a slice.
 
 Why the gains: both parts are logistic regressions learned from zero, and Adam moves each weight by about the
-learning rate per step, whatever its gradient's size. In the default 20 epochs (about 1100 steps at a mean rate of
-5e-4) a weight travels about 0.5 at most, while the segmenter's bias alone must reach the log-odds of a brain pixel
-being tumour (about -4: 1.9% of them are, in the built-in cohort's slices) and a standardised logistic regression on
-the true tumour's nine moments (the columns of ``data/baseline_features.csv``, all 285 patients) has weights up to
-2.3 (flair SD) and -1.25 (t1 SD). A gain g gives that part g times the encoder's learning rate without a second
-optimiser group; ``benchmarks/segmenter_gain.py`` measures the segmenter's Dice against its steps for several.
+learning rate per step, whatever its gradient's size. In the default 20 epochs (about 920 steps: 182 training
+patients a fold, 4 a step; at a mean rate of 5e-4) a weight travels about 0.5 at most, while the segmenter's bias
+alone must reach the log-odds of a pixel being tumour (about -4 to -4.5: about 2% of the brain's pixels are, 1% of
+the slices'), and a standardised logistic regression on the true tumour's means, SDs and log size (the columns of
+``data/baseline_features.csv``, all 285 patients) has weights up to 2.3 (flair SD) and -1.25 (t1 SD). A gain g
+gives that part g times the encoder's learning rate without a second optimiser group;
+``benchmarks/segmenter_gain.py`` measures the segmenter's Dice against its steps for several.
 
 Moments are sums over the slices, so a bag scored in chunks (:meth:`gliomil.model.mil.MILModel.score_bag`) adds up
 its chunks' sums. Everything here computes in float32: a bf16 ``sum x^2 - mean^2`` over a tumour's thousands of
@@ -105,7 +106,8 @@ class TumourMoments(nn.Module):
     def moments(self, sums: torch.Tensor, slices_per_bag: torch.Tensor) -> torch.Tensor:
         """A bag's summed :meth:`slice_sums` ``(B, 1 + 2C)`` and its slice count ``(B,)`` -> ``(B, 2C + 1)``: each
         modality's mean inside the mask, then its standard deviation, then ``log(1 + sum w / N)``. A bag with an
-        empty mask (an untrained segmenter's) has means and SDs of 0."""
+        empty mask has means of 0 and SDs of 0.001 (the variance's floor); an untrained segmenter's mask is the whole
+        brain (its logits are all 0)."""
         channels = self.in_channels
         mass = sums[:, :1].clamp_min(1.0)
         mean = sums[:, 1 : 1 + channels] / mass
@@ -115,7 +117,10 @@ class TumourMoments(nn.Module):
 
     def bag_logits(self, sums: torch.Tensor, slices_per_bag: torch.Tensor) -> torch.Tensor:
         """:meth:`moments`, standardised, -> the stream's HGG logit per bag, ``(B,)``. In train mode the batch first
-        updates the running statistics (the first batch sets them: no drift from 0 and 1)."""
+        updates the running statistics; the first batch sets them. Known weakness: that first batch is measured by an
+        untrained segmenter, whose mask is the whole brain, so the statistics start from whole-brain moments (nearly
+        equal across bags: a tiny variance) and forget them at ``MOMENTUM`` a batch; until then a feature's
+        standardised value can be large."""
         with torch.autocast(device_type=sums.device.type, enabled=False):
             moments = self.moments(sums.float(), slices_per_bag)
             if self.training:
