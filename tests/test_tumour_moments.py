@@ -17,7 +17,7 @@ import gliomil.params as P
 from gliomil.errors import ParamsError
 from gliomil.model.checkpoint import load_checkpoint
 from gliomil.model.mil import ModelConfig
-from gliomil.model.moments import CLASSIFIER_GAIN, MOMENTUM, SEGMENTER_GAIN, TumourMoments
+from gliomil.model.moments import CLASSIFIER_GAIN, MOMENTUM, PRIOR_LOGIT, SEGMENTER_GAIN, TumourMoments
 from gliomil.training import loop
 from gliomil.training.losses import pixel_supervision_loss
 
@@ -61,7 +61,9 @@ def test_the_mask_is_the_brain_where_the_tumour_probability_reaches_a_half_and_a
 
 def test_the_segmenter_is_a_logistic_regression_on_each_pixel_and_its_five_by_five_mean():
     head = TumourMoments()
-    assert not head.segmenter.weight.any() and not head.segmenter.bias.any()  # it starts from zero
+    assert not head.segmenter.weight.any()  # it starts from zero weights and the prior: an empty mask
+    assert head.segment(torch.randn(2, 4, 9, 9)).eq(PRIOR_LOGIT).all()
+    assert not TumourMoments.slice_sums(torch.randn(2, 4, 9, 9), head.segment(torch.randn(2, 4, 9, 9))).any()
     with torch.no_grad():
         head.segmenter.bias.fill_(-1.0 / SEGMENTER_GAIN)
         head.segmenter.weight[0, 4 + 2] = 1.0 / SEGMENTER_GAIN  # the t1ce local mean
@@ -99,7 +101,7 @@ def test_an_untrained_stream_adds_nothing_and_the_rest_is_initialised_as_without
     assert "tumour_moments" not in {k for k, v in dataclasses.asdict(ModelConfig()).items() if v}
 
 
-def test_the_moments_are_standardised_by_running_statistics_that_the_first_batch_sets_and_evaluation_keeps():
+def test_the_moments_are_standardised_by_running_statistics_that_start_at_zero_and_one_and_evaluation_keeps():
     head = TumourMoments()
     with torch.no_grad():
         head.classifier.weight.fill_(1.0)
@@ -109,7 +111,8 @@ def test_the_moments_are_standardised_by_running_statistics_that_the_first_batch
     moments = [head.moments(b, sizes) for b in batches]
     head.train()
     logits = head.bag_logits(batches[0], sizes)
-    mean, var = moments[0].mean(dim=0), moments[0].var(dim=0, unbiased=False)
+    mean = MOMENTUM * moments[0].mean(dim=0)  # from 0 and 1, not set by the first batch (an untrained segmenter's)
+    var = (1 - MOMENTUM) + MOMENTUM * moments[0].var(dim=0, unbiased=False)
     assert torch.allclose(head.running_mean, mean) and torch.allclose(head.running_var, var)
     expected = CLASSIFIER_GAIN * ((moments[0] - mean) / torch.sqrt(var + 1e-5)).sum(dim=1)
     assert torch.allclose(logits, expected, atol=1e-4)
@@ -144,6 +147,7 @@ def test_a_bag_scored_in_chunks_equals_the_whole_forward_and_reads_the_centre_sl
     with torch.no_grad():
         model.moments.classifier.weight.normal_()
         model.moments.segmenter.weight.normal_(std=1.0 / SEGMENTER_GAIN)  # a segmenter whose mask is part of a slice
+        model.moments.segmenter.bias.zero_()
     slices = torch.randn(11, 4 * (2 * context + 1), 16, 16)
     with torch.no_grad():
         whole = model(slices, [11])

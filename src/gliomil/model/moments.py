@@ -21,14 +21,14 @@ training bags), and soft weights let the brain's thousands of pixels with a smal
 tumour's few hundred: in a first run with sigmoid weights, fold 0's selected model measured an SD of about 1 in
 every modality, the brain's, and a "tumour" of 260 pixels a slice.
 
-Why the gains: both parts are logistic regressions learned from zero, and Adam moves each weight by about the
-learning rate per step, whatever its gradient's size. In the default 20 epochs (about 920 steps: 182 training
-patients a fold, 4 a step; at a mean rate of 5e-4) a weight travels about 0.5 at most, while the segmenter's bias
-alone must reach the log-odds of a pixel being tumour (about -4 to -4.5: about 2% of the brain's pixels are, 1% of
-the slices'), and a standardised logistic regression on the true tumour's means, SDs and log size (the columns of
-``data/baseline_features.csv``, all 285 patients) has weights up to 2.3 (flair SD) and -1.25 (t1 SD). A gain g
-gives that part g times the encoder's learning rate without a second optimiser group;
-``benchmarks/segmenter_gain.py`` measures the segmenter's Dice against its steps for several.
+Why the gains: both parts are logistic regressions learned from zero (the segmenter's bias from ``PRIOR_LOGIT``),
+and Adam moves each weight by about the learning rate per step, whatever its gradient's size. In the default 20
+epochs (about 920 steps: 182 training patients a fold, 4 a step; at a mean rate of 5e-4) a weight travels about 0.5
+at most, while the segmenter's weights on z-scored intensities must outweigh a bias of about -4 (the log-odds of a
+brain pixel being tumour: about 2% are, 1% of the slices'), and a standardised logistic regression on the true
+tumour's means, SDs and log size (the columns of ``data/baseline_features.csv``, all 285 patients) has weights up to
+2.3 (flair SD) and -1.25 (t1 SD). A gain g gives that part g times the encoder's learning rate without a second
+optimiser group; ``benchmarks/segmenter_gain.py`` measures the segmenter's Dice against its steps for several.
 
 Moments are sums over the slices, so a bag scored in chunks (:meth:`gliomil.model.mil.MILModel.score_bag`) adds up
 its chunks' sums. Everything here computes in float32: a bf16 ``sum x^2 - mean^2`` over a tumour's thousands of
@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["NEIGHBOURHOOD", "SEGMENTER_GAIN", "CLASSIFIER_GAIN", "MOMENTUM", "TumourMoments"]
+__all__ = ["NEIGHBOURHOOD", "SEGMENTER_GAIN", "CLASSIFIER_GAIN", "PRIOR_LOGIT", "MOMENTUM", "TumourMoments"]
 
 #: In-plane side of the square whose mean intensities each pixel also sees (the predicted_mask baseline's).
 NEIGHBOURHOOD = 5
@@ -50,7 +50,11 @@ NEIGHBOURHOOD = 5
 SEGMENTER_GAIN = 100.0
 CLASSIFIER_GAIN = 10.0
 EPS = 1e-5
-#: Weight of each training batch in the standardiser's running statistics (the first batch sets them).
+#: The untrained segmenter's logit everywhere: the log-odds of a brain pixel being tumour (about 2% are: log(0.02 /
+#: 0.98) = -3.9), the prior initialisation of Lin et al.'s focal-loss paper (ICCV 2017, section 4.1). Its mask
+#: starts empty, not as the whole brain, and the segmenter starts from the prior, not from 50%.
+PRIOR_LOGIT = -4.0
+#: Weight of each training batch in the standardiser's running statistics, which start at mean 0 and variance 1.
 MOMENTUM = 0.05
 
 
@@ -67,7 +71,7 @@ class TumourMoments(nn.Module):
         self.in_channels = in_channels
         self.segmenter = nn.Conv2d(2 * in_channels, 1, kernel_size=1)
         nn.init.zeros_(self.segmenter.weight)
-        nn.init.zeros_(self.segmenter.bias)
+        nn.init.constant_(self.segmenter.bias, PRIOR_LOGIT / SEGMENTER_GAIN)
         box = torch.full((in_channels, 1, NEIGHBOURHOOD, NEIGHBOURHOOD), 1.0 / NEIGHBOURHOOD**2)
         self.register_buffer("box", box, persistent=False)  # a fixed mean filter per modality, not a weight
         features = 2 * in_channels + 1
@@ -106,8 +110,8 @@ class TumourMoments(nn.Module):
     def moments(self, sums: torch.Tensor, slices_per_bag: torch.Tensor) -> torch.Tensor:
         """A bag's summed :meth:`slice_sums` ``(B, 1 + 2C)`` and its slice count ``(B,)`` -> ``(B, 2C + 1)``: each
         modality's mean inside the mask, then its standard deviation, then ``log(1 + sum w / N)``. A bag with an
-        empty mask has means of 0 and SDs of 0.001 (the variance's floor); an untrained segmenter's mask is the whole
-        brain (its logits are all 0)."""
+        empty mask (an untrained segmenter's: its logits are all ``PRIOR_LOGIT``) has means of 0, SDs of 0.001 (the
+        variance's floor) and an area of 0."""
         channels = self.in_channels
         mass = sums[:, :1].clamp_min(1.0)
         mean = sums[:, 1 : 1 + channels] / mass
@@ -117,18 +121,16 @@ class TumourMoments(nn.Module):
 
     def bag_logits(self, sums: torch.Tensor, slices_per_bag: torch.Tensor) -> torch.Tensor:
         """:meth:`moments`, standardised, -> the stream's HGG logit per bag, ``(B,)``. In train mode the batch first
-        updates the running statistics; the first batch sets them. Known weakness: that first batch is measured by an
-        untrained segmenter, whose mask is the whole brain, so the statistics start from whole-brain moments (nearly
-        equal across bags: a tiny variance) and forget them at ``MOMENTUM`` a batch; until then a feature's
-        standardised value can be large."""
+        moves the running statistics ``MOMENTUM`` of the way to its own, from mean 0 and variance 1. They are not set
+        by the first batch: an untrained segmenter measures an empty mask in every bag, and a variance learnt from it
+        (0) would blow up every standardised value once the segmenter finds the tumour."""
         with torch.autocast(device_type=sums.device.type, enabled=False):
             moments = self.moments(sums.float(), slices_per_bag)
             if self.training:
                 with torch.no_grad():
-                    first = int(self.batches_seen) == 0
-                    self.running_mean.lerp_(moments.mean(dim=0), 1.0 if first else MOMENTUM)
+                    self.running_mean.lerp_(moments.mean(dim=0), MOMENTUM)
                     if len(moments) > 1:  # one bag has no spread to learn from
-                        self.running_var.lerp_(moments.var(dim=0, unbiased=False), 1.0 if first else MOMENTUM)
+                        self.running_var.lerp_(moments.var(dim=0, unbiased=False), MOMENTUM)
                     self.batches_seen += 1
             standardised = (moments - self.running_mean) / torch.sqrt(self.running_var + EPS)
             return CLASSIFIER_GAIN * self.classifier(standardised)[:, 0]
