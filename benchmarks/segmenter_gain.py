@@ -6,8 +6,8 @@ Needs `dvc repro split` (or a full repro) first. Trains the segmenter alone (``T
 loss of ``train.pixel_supervision`` on the whole tumour's map) as training does: Adam at the default learning rate,
 betas and weight decay, 4 bags of 32 random slices a step, drawn from the first ``--patients`` training patients of
 fold 0; prints the loss and the Dice of the mask it predicts (probability >= 0.5, the mask the stream measures)
-on every slice of that many of fold 0's held-out patients, after 50, 100, 230 (5 epochs of a fold) and ``--steps``
-steps. Same seeds for every gain.
+against the tumour's interior it is taught (``moments.INTERIOR``) on every slice of that many of fold 0's held-out
+patients, after 50, 100, 230 (5 epochs of a fold) and ``--steps`` steps. Same seeds for every gain.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def main():
     bags = BagSet.load(args.preprocessed, train_ids + test_ids, tumour_maps=True)
     held_out = range(len(train_ids), len(train_ids) + len(test_ids))
     test_slices = torch.from_numpy(np.concatenate([bags.bags[i] for i in held_out]).astype(np.float32))
-    truth = np.concatenate([bags.tumour_maps[i][:, 0] for i in held_out]) >= 128
+    truth = np.concatenate([bags.tumour_maps[i][:, 0] for i in held_out]) / 255 >= moments.INTERIOR
     checkpoints = sorted({step for step in (50, 100, 230) if step < args.steps} | {args.steps})
     print(f"{len(train_ids)} training and {len(test_ids)} held-out patients of fold 0 ({truth.mean():.2%} tumour)")
     print("gain | step | pixel loss (last batch) | held-out Dice | segmenter bias (logit)")
@@ -54,7 +54,8 @@ def main():
             picks = [rng.choice(len(bags.bags[i]), 32) for i in chosen]
             slices = np.concatenate([bags.bags[i][p] for i, p in zip(chosen, picks)]).astype(np.float32)
             maps = np.concatenate([bags.tumour_maps[i][p, :1] for i, p in zip(chosen, picks)]) / np.float32(255)
-            loss = pixel_supervision_loss(head.segment(torch.from_numpy(slices)), torch.from_numpy(maps))
+            targets = head.pixel_targets(torch.from_numpy(maps))
+            loss = pixel_supervision_loss(head.segment(torch.from_numpy(slices)), targets)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -1,6 +1,7 @@
-"""benchmarks/baseline_ablation.py and benchmarks/segmenter_gain.py on a finished tiny pipeline run: the ablation
-reads the run's folds, features and slices, and its image-only row is the baselines stage's predicted_mask AUC; the
-gain benchmark trains on the run's fold 0."""
+"""benchmarks/baseline_ablation.py, benchmarks/segmenter_gain.py and benchmarks/moments_ceiling.py on a finished tiny
+pipeline run: the ablation reads the run's folds, features and slices, and its image-only row is the baselines
+stage's predicted_mask AUC; the gain benchmark trains on the run's fold 0; the ceiling benchmark scores a run with the
+tumour-moments stream as evaluate does."""
 
 import json
 import re
@@ -8,7 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_tool, tool_env
+import yaml
+from conftest import repro, run_tool, tool_env, write_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]
 
@@ -39,4 +41,35 @@ def test_the_segmenter_gain_benchmark_trains_on_the_runs_fold_and_the_gain_matte
     losses = {gain: float(loss) for gain, step, loss, *_ in rows if step == "60"}
     biases = {gain: float(bias) for gain, step, *_, bias in rows if step == "60"}
     assert losses["100"] < losses["1"]  # the same draws, a hundred times the travel a step: a better fit
-    assert biases["100"] < biases["1"] < 0  # towards the log-odds of a tumour pixel
+    assert all(bias < 0 for bias in biases.values())  # from the prior log-odds of a tumour pixel
+
+
+CEILING_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "moments_ceiling.py"
+
+
+def test_the_moments_ceiling_benchmark_scores_a_moments_run_as_evaluate_does(tiny_run_copy):
+    repo = tiny_run_copy
+    refused = run_tool([sys.executable, str(CEILING_SCRIPT)], repo, env=tool_env(repo / "src"), check=False)
+    assert refused.returncode != 0
+    assert refused.stderr.strip() == "moments_ceiling: run workspace has train.model.tumour_moments false"
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["pixel_supervision"] = 1.0
+    params["train"]["model"]["tumour_moments"] = True
+    write_params(repo, params)
+    repro(repo)
+    out = run_tool([sys.executable, str(CEILING_SCRIPT)], repo, env=tool_env(repo / "src")).stdout
+    rows = dict(re.findall(r"^\| (.+?) \| (\d\.\d{3}) \|$", out, flags=re.MULTILINE))
+    assert list(rows) == [
+        "model",
+        "moments stream alone",
+        "MIL stream alone",
+        "refit on its moments",
+        "true tumour, 64 px",
+        "true interior, 64 px",
+        "true tumour, 64 px, 21 statistics",
+        "true tumour, native resolution",
+        "segmenter's held-out Dice",
+    ]
+    pooled = json.loads((repo / "metrics/cv_summary.json").read_text())["pooled"]["auc"]
+    assert rows["model"] == f"{pooled:.3f}"  # scored as evaluate scores it
+    assert all(0 <= float(value) <= 1 for value in rows.values())

@@ -64,6 +64,10 @@ def test_the_pixel_loss_matches_a_hand_computation():
     second = bce(1.0, 0.25) + bce(0.0, 0.0) + bce(-2.0, 0.0) + bce(3.0, 0.0)
     by_hand_two = (by_hand * 4 + second) / 8
     assert pixel_supervision_loss(two_logits, two_maps).item() == pytest.approx(by_hand_two, abs=1e-6)
+    # logits at the map's own resolution (the tumour-moments segmenter's): each pixel is its own target
+    full = torch.linspace(-3.0, 3.0, 16).reshape(1, 1, 4, 4)
+    by_hand_full = sum(bce(float(z), t) for z, t in zip(full.flatten(), tumour_map.flatten().tolist())) / 16
+    assert pixel_supervision_loss(full, tumour_map).item() == pytest.approx(by_hand_full, abs=1e-6)
 
 
 def test_the_pixel_loss_is_lowest_where_the_head_finds_the_tumour():

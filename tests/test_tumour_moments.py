@@ -17,9 +17,9 @@ import gliomil.params as P
 from gliomil.errors import ParamsError
 from gliomil.model.checkpoint import load_checkpoint
 from gliomil.model.mil import ModelConfig
-from gliomil.model.moments import CLASSIFIER_GAIN, MOMENTUM, PRIOR_LOGIT, SEGMENTER_GAIN, TumourMoments
+from gliomil.model.moments import CLASSIFIER_GAIN, INTERIOR, MOMENTUM, PRIOR_LOGIT, SEGMENTER_GAIN, TumourMoments
 from gliomil.training import loop
-from gliomil.training.losses import pixel_supervision_loss
+from gliomil.training.losses import mil_loss, pixel_supervision_loss
 
 MOMENTS_MODEL = dataclasses.replace(TINY_MODEL, tumour_head=1, tumour_moments=True)
 
@@ -76,6 +76,28 @@ def test_the_segmenter_is_a_logistic_regression_on_each_pixel_and_its_five_by_fi
     assert logits[0, 0].item() == pytest.approx(25.0 * 9 / 25 - 1.0)  # a corner sees 3 x 3 of its 5 x 5 square
     assert logits[2, 6].item() == pytest.approx(25.0 - 1.0)
     assert logits[0, 2].item() == pytest.approx(25.0 * 15 / 25 - 1.0)  # an edge: 3 rows of 5
+
+
+def test_the_segmenter_is_taught_the_tumours_interior_in_the_training_step():
+    maps = torch.tensor([0.0, 0.5, 191 / 255, 192 / 255, 1.0]).reshape(1, 1, 1, 5)  # as draw_batch scales uint8
+    assert INTERIOR == 0.75 and TumourMoments.pixel_targets(maps).flatten().tolist() == [0.0, 0.0, 0.0, 1.0, 1.0]
+    torch.manual_seed(0)
+    model = MOMENTS_MODEL.build().train()
+    slices, sizes, labels = torch.randn(6, 4, 16, 16), [3, 3], torch.tensor([1, 0])
+    tumour_maps = torch.rand(6, 1, 16, 16)
+    expected = copy.deepcopy(model)  # the same forward in train mode, before the step moves anything
+    out = expected(slices, sizes)
+    by_hand = (
+        mil_loss(out.bag_logits, out.max_instance_logits, labels)
+        + pixel_supervision_loss(out.tumour_logits, tumour_maps)
+        + pixel_supervision_loss(out.pixel_logits, (tumour_maps >= INTERIOR).float())
+    )
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    loss, _ = loop.train_step(
+        model, optimizer, scaler, mil_loss, slices, sizes, labels, None, 0.0, None, "tumour", 1.0, tumour_maps
+    )
+    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-6)
 
 
 def test_an_untrained_stream_adds_nothing_and_the_rest_is_initialised_as_without_it():

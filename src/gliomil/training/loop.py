@@ -131,7 +131,8 @@ def train_step(
     :func:`~gliomil.training.losses.instance_grade_loss` on the flags and the labels); with a ``pixel_supervision``
     weight > 0, that weight times :func:`~gliomil.training.losses.pixel_supervision_loss` on the slices' tumour maps
     ``(sum N_b, M, H, W)`` (and, with the tumour-moments stream, the same on its segmenter's logits and the whole
-    tumour's map). Returns the loss and the model's :class:`~gliomil.model.mil.MILOutput`.
+    tumour's interior, :meth:`~gliomil.model.moments.TumourMoments.pixel_targets`). Returns the loss and the model's
+    :class:`~gliomil.model.mil.MILOutput`.
     """
     with torch.autocast(slices.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         out = model(slices, bag_sizes)
@@ -145,8 +146,9 @@ def train_step(
         loss = loss + instance_supervision * supervision
     if pixel_supervision > 0:
         loss = loss + pixel_supervision * pixel_supervision_loss(out.tumour_logits, tumour_maps)
-        if out.pixel_logits is not None:  # the tumour-moments stream's segmenter: the whole tumour, pixel by pixel
-            loss = loss + pixel_supervision * pixel_supervision_loss(out.pixel_logits, tumour_maps[:, :1])
+        if out.pixel_logits is not None:  # the tumour-moments stream's segmenter: the tumour's interior, pixel by pixel
+            targets = model.moments.pixel_targets(tumour_maps[:, :1])
+            loss = loss + pixel_supervision * pixel_supervision_loss(out.pixel_logits, targets)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)

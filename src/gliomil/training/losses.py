@@ -189,7 +189,9 @@ def pixel_supervision_loss(tumour_logits: torch.Tensor, tumour_maps: torch.Tenso
     (h, w), (height, width) = logits.shape[2:], tumour_maps.shape[2:]
     if height % h or width % w:
         raise ValueError(f"tumour maps {height}x{width} do not tile into the head's {h}x{w} cells")
-    target = F.avg_pool2d(tumour_maps.to(logits.device).float(), (height // h, width // w))
+    target = tumour_maps.to(logits.device).float()
+    if (height, width) != (h, w):  # a cell of one pixel is its own share: no pass over the maps
+        target = F.avg_pool2d(target, (height // h, width // w))
     return F.binary_cross_entropy_with_logits(logits, target)
 
 
