@@ -101,6 +101,7 @@ def run_rows(rev: str | None, preprocessed: str) -> tuple[dict[str, float], floa
     scores = {row: [] for row in ROWS}
     labels, dice = [], []
     store: BagSet | None = None
+    truth, interior, statistics = {}, {}, {}  # per subject: the true map's numbers do not depend on the fold
     for fold in params["folds"]:
         data = json.loads(dvc.api.read(f"data/splits/fold_{fold}.json", rev=rev))
         split = FoldSplit(int(data["fold"]), data["train"], data["inner_val"], data["test"])
@@ -115,7 +116,7 @@ def run_rows(rev: str | None, preprocessed: str) -> tuple[dict[str, float], floa
         fit_on = [index[s] for s in (*split.train, *split.inner_val)]
         test = [index[s] for s in split.test]
         scored = score_bags(model, [store.bags[i] for i in test], torch.device("cpu"), dtype=dtype)
-        measured, truth, interior, statistics = {}, {}, {}, {}
+        measured = {}
         with torch.no_grad():
             for i in fit_on + test:
                 slices = torch.from_numpy(np.asarray(store.bags[i], dtype=np.float32))
@@ -123,11 +124,12 @@ def run_rows(rev: str | None, preprocessed: str) -> tuple[dict[str, float], floa
                 sums = model.moments.slice_sums(slices, logits).sum(dim=0, keepdim=True)
                 size = torch.tensor([len(slices)])
                 measured[i] = (model.moments.moments(sums, size)[0].numpy(), model.moments.bag_logits(sums, size)[0])
-                tumour = true_tumour(store.bags[i], store.tumour_maps[i])
-                truth[i] = true_moments(store.bags[i], tumour)
-                statistics[i] = mask_statistics(store.bags[i], tumour)
                 inside = true_tumour(store.bags[i], store.tumour_maps[i], INTERIOR)
-                interior[i] = true_moments(store.bags[i], inside)
+                if i not in truth:
+                    tumour = true_tumour(store.bags[i], store.tumour_maps[i])
+                    truth[i] = true_moments(store.bags[i], tumour)
+                    statistics[i] = mask_statistics(store.bags[i], tumour)
+                    interior[i] = true_moments(store.bags[i], inside)
                 if i in test:
                     mask = (logits[:, 0] >= 0).numpy() & brain_pixels(store.bags[i])
                     dice.append(2 * (inside & mask).sum() / max(inside.sum() + mask.sum(), 1))
