@@ -212,8 +212,9 @@ def test_deterministic_for_same_seed():
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert ka == kb and torch.equal(va, vb)
     out_a1, out_a2, out_b = a(x, sizes), a(x, sizes), b(x, sizes)
-    assert out_a1.tumour_logits is None and out_a1.pixel_logits is None  # no tumour head or moments unless asked for
-    for name in set(out_a1._fields) - {"tumour_logits", "pixel_logits"}:
+    absent = {"tumour_logits", "pixel_logits", "moments_logits"}  # no tumour head or moments unless asked for
+    assert all(getattr(out_a1, name) is None for name in absent)
+    for name in set(out_a1._fields) - absent:
         assert torch.equal(getattr(out_a1, name), getattr(out_a2, name))
         assert torch.equal(getattr(out_a1, name), getattr(out_b, name))
     c = make_model(seed=4).eval()

@@ -78,7 +78,7 @@ def test_the_segmenter_is_a_logistic_regression_on_each_pixel_and_its_five_by_fi
     assert logits[0, 2].item() == pytest.approx(25.0 * 15 / 25 - 1.0)  # an edge: 3 rows of 5
 
 
-def test_the_segmenter_is_taught_the_tumours_interior_in_the_training_step():
+def test_the_training_step_teaches_the_segmenter_the_interior_and_the_stream_its_own_grade_loss():
     maps = torch.tensor([0.0, 0.5, 191 / 255, 192 / 255, 1.0]).reshape(1, 1, 1, 5)  # as draw_batch scales uint8
     assert INTERIOR == 0.75 and TumourMoments.pixel_targets(maps).flatten().tolist() == [0.0, 0.0, 0.0, 1.0, 1.0]
     torch.manual_seed(0)
@@ -87,8 +87,10 @@ def test_the_segmenter_is_taught_the_tumours_interior_in_the_training_step():
     tumour_maps = torch.rand(6, 1, 16, 16)
     expected = copy.deepcopy(model)  # the same forward in train mode, before the step moves anything
     out = expected(slices, sizes)
+    assert out.moments_logits.shape == (2,)
     by_hand = (
         mil_loss(out.bag_logits, out.max_instance_logits, labels)
+        + mil_loss(out.moments_logits, None, labels)  # an untrained head's logit is 0: log 2 per bag
         + pixel_supervision_loss(out.tumour_logits, tumour_maps)
         + pixel_supervision_loss(out.pixel_logits, (tumour_maps >= INTERIOR).float())
     )

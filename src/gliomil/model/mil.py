@@ -44,6 +44,8 @@ class MILOutput(NamedTuple):
     tumour_logits: torch.Tensor | None = None  # (sum N_b, maps, h, w) the encoder's tumour head, from forward only
     # (sum N_b, 1, H, W) the tumour-moments stream's per-pixel tumour logits, from forward only
     pixel_logits: torch.Tensor | None = None
+    # (B,) the tumour-moments stream's own logit, already added to bag_logits; its own loss teaches its head
+    moments_logits: torch.Tensor | None = None
 
 
 def _column(tensor: torch.Tensor | None) -> torch.Tensor | None:
@@ -119,11 +121,12 @@ class MILModel(nn.Module):
         :meth:`~gliomil.model.moments.TumourMoments.slice_sums`, whose logit joins the bag logit."""
         sizes = as_bag_sizes(bag_sizes, feats.shape[0])
         out = self.aggregator(feats, sizes)
-        bag_logits = out.bag_logits[:, 0]
+        bag_logits, moments_logits = out.bag_logits[:, 0], None
         if self.moments is not None:
             if moment_sums is None:
                 raise ValueError("a model with the tumour-moments stream needs each bag's moment sums")
-            bag_logits = bag_logits + self.moments.bag_logits(moment_sums, torch.tensor(sizes))
+            moments_logits = self.moments.bag_logits(moment_sums, torch.tensor(sizes))
+            bag_logits = bag_logits + moments_logits
         return MILOutput(
             bag_logits=bag_logits,
             instance_logits=_column(out.instance_logits),
@@ -131,6 +134,7 @@ class MILModel(nn.Module):
             attention=_column(out.attention),
             critical=_column(out.critical),
             bag_sizes=torch.tensor(sizes, dtype=torch.long),
+            moments_logits=moments_logits,
         )
 
     @torch.no_grad()

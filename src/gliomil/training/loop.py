@@ -131,13 +131,16 @@ def train_step(
     :func:`~gliomil.training.losses.instance_grade_loss` on the flags and the labels); with a ``pixel_supervision``
     weight > 0, that weight times :func:`~gliomil.training.losses.pixel_supervision_loss` on the slices' tumour maps
     ``(sum N_b, M, H, W)`` (and, with the tumour-moments stream, the same on its segmenter's logits and the whole
-    tumour's interior, :meth:`~gliomil.model.moments.TumourMoments.pixel_targets`). Returns the loss and the model's
-    :class:`~gliomil.model.mil.MILOutput`.
+    tumour's interior, :meth:`~gliomil.model.moments.TumourMoments.pixel_targets`). With the tumour-moments stream,
+    ``loss_fn`` of the stream's own logit is added too (:mod:`gliomil.model.moments` says why). Returns the loss and
+    the model's :class:`~gliomil.model.mil.MILOutput`.
     """
     with torch.autocast(slices.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         out = model(slices, bag_sizes)
     second = None if out.max_instance_logits is None else out.max_instance_logits.float()
     loss = loss_fn(out.bag_logits.float(), second, labels)
+    if out.moments_logits is not None:  # the moments stream's own loss, as each of DSMIL's streams has its own
+        loss = loss + loss_fn(out.moments_logits.float(), None, labels)
     if instance_supervision > 0:
         if instance_target == "grade":
             supervision = instance_grade_loss(out.instance_logits, bag_sizes, slice_tumour, labels)
