@@ -100,6 +100,8 @@ def test_seed_sweep_in_the_queue_then_repeats_compares_the_configurations(finish
     assert "Paired by seed: 1, 42 (r = 2 repeats of k = 2 folds: 4 paired per-fold differences)" in report
     assert "- Before: label_smoothing=0.1, use_class_weights=false: " in report
     assert "only: " not in report  # the baseline commit's run is the after configuration's seed 42: paired
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout
+    assert f" ({head[:7]}) (seed 42)" in report  # a branch moves on: the report names the commit it read
     verdicts = [line for line in report.splitlines() if line.startswith("- Primary endpoint: ")]
     assert len(verdicts) == 1 and "held-out AUC" in verdicts[0] and "corrected CV t-test p" in verdicts[0]
     assert (repo / "reports/audit_effect.png").read_bytes()[:4] == b"\x89PNG"

@@ -933,11 +933,12 @@ def list_runs(rev: str | list[str] | None = None) -> tuple[list[Run], list[str]]
     from them, with their params (no metrics).
 
     Rows of ``dvc.api.exp_show()`` (DVC 3.x): ``typ`` is "baseline" for the ``workspace`` row (skipped) and the
-    commit row (``rev`` its branch name or short sha), "branch_commit" / "branch_base" for experiments
-    (``Experiment`` the name, ``rev`` the short sha of the experiment's commit). ``State`` is "Queued",
-    "Running", "Failed" or "Success" for queued experiments and None for the rest; only None and "Success" are
-    kept. exp_show's param cells are floats and its ``Created`` is rounded to minutes, so params are read with
-    ``dvc.api.params_show`` and the time from the commit. Also returns notes on the rows left out.
+    commit row (``rev`` its short sha, or its branch name, which the run's name follows with the short sha),
+    "branch_commit" / "branch_base" for experiments (``Experiment`` the name, ``rev`` the short sha of the
+    experiment's commit). ``State`` is "Queued", "Running", "Failed" or "Success" for queued experiments and None
+    for the rest; only None and "Success" are kept. exp_show's param cells are floats and its ``Created`` is
+    rounded to minutes, so params are read with ``dvc.api.params_show`` and the time from the commit. Also returns
+    notes on the rows left out.
     """
     import dvc.api
 
@@ -960,6 +961,8 @@ def list_runs(rev: str | list[str] | None = None) -> tuple[list[Run], list[str]]
         else:
             continue
         sha, created = _commit(str(rev))
+        if baseline and not sha.startswith(name):  # a branch moves: the report names the commit it read
+            name = f"{name} ({sha[:7]})"
         try:
             params = read_params(sha, name=name)
             if baseline:

@@ -17,10 +17,9 @@ then the statistics of each modality inside the predicted tumour), learned insid
    the tumour's moments side by side. It starts at zero, so an untrained stream changes nothing. The training loss
    also holds the grade loss of this logit alone (:func:`gliomil.training.loop.train_step`), as each of DSMIL's two
    streams has its own: taught only through the sum, the head learnt what the MIL stream left, and the encoder
-   soon fits its training bags and leaves little. ``benchmarks/moments_ceiling.py`` on a run without the loss
-   (``moments3-42``): the stream's logit alone 0.881, a logistic regression refitted on the same nine numbers of
-   the same training patients 0.904; the head's weights were about half the refit's, and the t1 SD's about 0
-   against -0.5 to -0.7.
+   soon fits its training bags and leaves little (``benchmarks/moments_ceiling.py`` at seed 42 without this loss:
+   the stream's logit alone 0.881, a regression refitted on the same nine numbers 0.904). With it the head moved
+   little (0.886); early checkpoint selection holds back the rest (docs/models.md, "The stream's head").
 
 Why a hard mask: the grade loss does not reach the segmenter anyway (the mask is detached: the segmenter learns
 where the tumour is from the segmentation only, and the grade cannot move it towards whatever region separates the
