@@ -19,7 +19,7 @@ then the statistics of each modality inside the predicted tumour), learned insid
    streams has its own: taught only through the sum, the head learnt what the MIL stream left, and the encoder
    soon fits its training bags and leaves little (``benchmarks/moments_ceiling.py`` at seed 42 without this loss:
    the stream's logit alone 0.881, a regression refitted on the same nine numbers 0.904). With it the head moved
-   little (0.886); early checkpoint selection holds back the rest (docs/models.md, "The stream's head").
+   little (0.886); early checkpoint selection accounts for part of the rest (docs/models.md, "The stream's head").
 
 Why a hard mask: the grade loss does not reach the segmenter anyway (the mask is detached: the segmenter learns
 where the tumour is from the segmentation only, and the grade cannot move it towards whatever region separates the
