@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from moments_ceiling import true_moments  # benchmarks/moments_ceiling.py: the stream's nine numbers in a mask
+from moments_ceiling import true_moments  # benchmarks/moments_ceiling.py: the stream's nine numbers, the true maps
+from moments_ceiling import true_tumour as true_share
 from sklearn.metrics import roc_auc_score
 
 from gliomil import params as P
@@ -87,11 +88,9 @@ def predicted_region(segmenter, features: np.ndarray, brain: np.ndarray) -> np.n
 
 
 #: The stream rows' pixel targets from a subject's maps (S, 3, H, W) uint8: the interior the stream's segmenter is
-#: taught, the whole tumour (the interior's stand-in where a small tumour has none), its core and the enhancing
-#: tumour (the last three as ``predicted_mask``'s: at least half).
+#: taught, the tumour core and the enhancing tumour (the last two as ``predicted_mask``'s: at least half).
 TARGETS = {
     "interior": lambda maps: maps[:, 0] / 255 >= INTERIOR,
-    "whole": lambda maps: maps[:, 0] >= segmented.MAP_TUMOUR,
     "core": lambda maps: maps[:, 1] >= segmented.MAP_TUMOUR,
     "enhancing": lambda maps: maps[:, 2] >= segmented.MAP_TUMOUR,
 }
@@ -107,7 +106,7 @@ def stream_rows(store: BagSet, splits: list[FoldSplit], seed: int) -> dict[str, 
     ]
     true_rows = {}
     for i, bag in enumerate(store.bags):
-        interior = truth[i]["interior"] if truth[i]["interior"].any() else truth[i]["whole"]
+        interior = true_share(bag, store.tumour_maps[i], INTERIOR)  # with moments_ceiling's stand-in for a small one
         nine = true_moments(bag, interior).astype(np.float64)
         true_rows[i] = (nine, np.r_[nine, region_numbers(interior, truth[i]["core"], truth[i]["enhancing"])])
     scores: dict[str, list[np.ndarray]] = {}
