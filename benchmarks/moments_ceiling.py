@@ -12,8 +12,9 @@ Every held-out patient is scored whole, as ``evaluate`` scores it, and each row 
   ``metrics/cv_summary.json``, the check that this script scores as ``evaluate`` does);
 - ``moments stream alone`` and ``MIL stream alone``: the stream's logit, and the bag logit without it;
 - ``refit on its moments``: the baselines' regression (:func:`gliomil.baselines.logistic.fit_predict`) on the nine
-  numbers the fold's own segmenter measures, fitted on the fold's training and inner-validation patients: what a
-  fully fitted linear head on the stream's numbers gives;
+  numbers the fold's own segmenter measures (13 with the regions: and the four the encoder's head measures), fitted
+  on the fold's training and inner-validation patients: what a fully fitted linear head on the stream's numbers
+  gives;
 - ``true tumour, 64 px``: the same regression on the same nine numbers measured inside the true whole-tumour map
   (the pixels at least half tumour): their ceiling at the model's resolution, with a perfect segmenter;
 - ``true interior, 64 px``: the same inside the pixels at least ``INTERIOR`` tumour, what the segmenter is taught
@@ -120,8 +121,8 @@ def run_rows(rev: str | None, preprocessed: str) -> tuple[dict[str, float], floa
         with torch.no_grad():
             for i in fit_on + test:
                 slices = torch.from_numpy(np.asarray(store.bags[i], dtype=np.float32))
-                logits = model.moments.segment(slices)
-                sums = model.moments.slice_sums(slices, logits).sum(dim=0, keepdim=True)
+                logits, sums = model.moments.measure(slices, model.encoder.encode(slices)[1])
+                sums = sums.sum(dim=0, keepdim=True)
                 size = torch.tensor([len(slices)])
                 measured[i] = (model.moments.moments(sums, size)[0].numpy(), model.moments.bag_logits(sums, size)[0])
                 if i not in truth or i in test:  # the interior: once for its numbers, again for each held-out Dice

@@ -216,3 +216,88 @@ def test_params_refuse_the_moments_without_the_pixel_loss_that_teaches_their_seg
     assert "\n" not in str(info.value)
     edited["train"]["pixel_supervision"] = 1.0
     P.check_params(edited)
+
+
+# -- with the three regions (train.pixel_target: regions) ----------------------------------------------------------
+REGIONS_MODEL = dataclasses.replace(MOMENTS_MODEL, tumour_head=3)
+
+
+def test_with_the_regions_the_stream_reads_the_heads_core_and_enhancing_areas_by_hand():
+    cells = torch.full((2, 3, 2, 2), -40.0)  # two slices of 8 x 8 pixels on 2 x 2 cells of 16 pixels each
+    cells[0, 0] = torch.tensor([[40.0, 40.0], [0.0, -40.0]])  # whole tumour: 1 + 1 + 0.5 cells
+    cells[0, 1, 0, 0] = 0.0  # core: half a cell
+    cells[1, 0, 1, 1] = 40.0  # the second slice: one cell of whole tumour, a quarter of it enhancing
+    cells[1, 2, 1, 1] = -math.log(3.0)  # sigmoid = 1/4
+    areas = TumourMoments.region_areas(cells, pixels=64)
+    assert areas.flatten().tolist() == pytest.approx([40.0, 8.0, 0.0, 16.0, 0.0, 4.0], abs=1e-4)
+    head = TumourMoments(regions=True)
+    assert head.classifier.in_features == 13 and TumourMoments().classifier.in_features == 9
+    slices = torch.rand(2, 4, 8, 8) + 1.0  # all brain
+    logits = forced_logits((2, 1, 8, 8), (slice(0, 2), slice(0, 5)))  # the segmenter's mask: 10 pixels a slice
+    pixel_logits, sums = head.measure(slices, cells)
+    assert torch.equal(pixel_logits, head.segment(slices)) and sums.shape == (2, 12)
+    bag = torch.cat([TumourMoments.slice_sums(slices, logits), areas], dim=1).sum(dim=0, keepdim=True)
+    numbers = head.moments(bag, torch.tensor([2]))
+    plain = TumourMoments().moments(bag[:, :9], torch.tensor([2]))
+    assert torch.equal(numbers[:, :9], plain)  # the nine numbers are the stream's without the regions
+    assert plain[0, 8].item() == pytest.approx(math.log1p(10.0), abs=1e-6)
+    # core 8 and enhancing 4 pixels of a whole tumour of 56, over 2 slices
+    by_hand = [8.0 / 56.0, 4.0 / 56.0, math.log1p(8.0 / 2), math.log1p(4.0 / 2)]
+    assert numbers[0, 9:].tolist() == pytest.approx(by_hand, abs=1e-5)
+    with pytest.raises(ValueError, match="three regions"):
+        TumourMoments.region_areas(cells[:, :1], pixels=64)
+
+
+def test_the_regions_stream_scores_in_chunks_as_a_whole_and_the_grade_reaches_neither_head():
+    torch.manual_seed(0)
+    model = REGIONS_MODEL.build().eval()
+    assert model.moments.regions and not MOMENTS_MODEL.build().moments.regions
+    with torch.no_grad():
+        model.moments.classifier.weight.normal_()
+        model.moments.segmenter.weight.normal_(std=1.0 / SEGMENTER_GAIN)
+        model.moments.segmenter.bias.zero_()
+    slices = torch.randn(11, 4, 16, 16)
+    with torch.no_grad():
+        whole = model(slices, [11])
+    assert whole.tumour_logits.shape == (11, 3, 8, 8)
+    assert torch.allclose(model.score_bag(slices, chunk=3).bag_logits, whole.bag_logits, atol=1e-5)
+    # the regions move the stream's logit: the same model reading only the nine numbers gives another
+    with torch.no_grad():
+        nine = whole.moments_logits - CLASSIFIER_GAIN * model.moments.classifier.weight[0, 9:] @ (
+            (
+                model.moments.moments(
+                    model.moments.measure(slices, whole.tumour_logits)[1].sum(0, keepdim=True), torch.tensor([11])
+                )[0, 9:]
+                - model.moments.running_mean[9:]
+            )
+            / torch.sqrt(model.moments.running_var[9:] + 1e-5)
+        )
+    assert not torch.allclose(nine, whole.moments_logits)
+    model.train()
+    out = model(slices, [5, 6])
+    out.moments_logits.sum().backward()
+    assert model.moments.classifier.weight.grad[0, 9:].abs().sum() > 0
+    assert all(p.grad is None for p in model.encoder.parameters())  # neither the tumour head nor the blocks
+    assert all(p.grad is None for p in model.moments.segmenter.parameters())
+
+
+def test_training_with_the_regions_teaches_the_head_the_core_and_predicts_from_images_alone(toy_data, tmp_path):  # noqa: F811
+    train_set, val_set = toy_data
+    config = tiny_config(epochs=8, lr=1e-2, pixel_supervision=1.0, pixel_target="regions", model=REGIONS_MODEL)
+    loop.train_fold(config, 0, train_set, val_set, tmp_path / "best.pt", log=lambda _: None)
+    model, checkpoint = load_checkpoint(tmp_path / "best.pt")
+    assert checkpoint["model_config"]["tumour_head"] == 3 and model.moments.regions
+    assert model.moments.classifier.weight[0, 9:].abs().sum() > 0  # the grade loss reads the regions' numbers
+    slices = torch.from_numpy(np.concatenate(train_set.bags[:8]).astype(np.float32))
+    marked = torch.from_numpy(np.concatenate(train_set.tumour_fraction[:8]) > 0)  # the slices with the toy lesion
+    torch.manual_seed(config.seed * 1000)
+    initial = ModelConfig(**checkpoint["model_config"]).build()
+    ratios = []
+    for candidate in (initial, model):
+        with torch.no_grad():
+            core = TumourMoments.region_areas(candidate.eval().encoder.encode(slices)[1], 16 * 16)[:, 1]
+        ratios.append(float(core[marked].mean() / core[~marked].mean()))
+    # the head's core area is larger where the core is (16 pixels on each lesion slice, none elsewhere)
+    assert ratios[0] < 1.2 and ratios[1] > 1.5, ratios
+    scores = model.score_bag(torch.from_numpy(val_set.bags[0].astype(np.float32)), chunk=4)
+    assert scores.bag_logits.shape == (1,)

@@ -7,7 +7,8 @@ with its k neighbours on either side as channels, (sum N_b, 4 (2k + 1), H, W): s
 features into its HGG logit. The aggregators (:data:`gliomil.vocabulary.AGGREGATORS`) are DSMIL (the default,
 :mod:`gliomil.model.dsmil`) and the mean, max and gated-attention pooling of :mod:`gliomil.model.pooling`, all on
 the same encoder. With ``tumour_moments`` the bag logit also reads the tumour's intensity moments as the model's
-own per-pixel segmenter measures them (:mod:`gliomil.model.moments`).
+own per-pixel segmenter measures them (:mod:`gliomil.model.moments`), and with the three regions' tumour head also the
+regions' areas as the head measures them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from torch import nn
 from gliomil.model.dsmil import BagSizes, DSMILAggregator, SliceEncoder, as_bag_sizes
 from gliomil.model.moments import TumourMoments
 from gliomil.model.pooling import GatedAttention, MaxPooling, MeanPooling
-from gliomil.vocabulary import AGGREGATORS
+from gliomil.vocabulary import AGGREGATORS, PIXEL_TARGETS
 
 __all__ = ["PREDICTIONS", "MILOutput", "MILModel", "ModelConfig"]
 
@@ -96,16 +97,16 @@ class MILModel(nn.Module):
                 features, self.n_classes
             )
         # Created last, so that everything before it is initialised as in a model without it.
-        self.moments = TumourMoments(in_channels) if tumour_moments else None
+        # With the three regions' head (train.pixel_target: regions) the stream also reads the regions' areas.
+        regions = int(tumour_head) == PIXEL_TARGETS["regions"]
+        self.moments = TumourMoments(in_channels, regions) if tumour_moments else None
 
     def forward(self, slices: torch.Tensor, bag_sizes: BagSizes) -> MILOutput:
         sizes = as_bag_sizes(bag_sizes, slices.shape[0])
         feats, tumour_logits = self.encoder.encode(slices)
         if self.moments is None:
             return self.aggregate(feats, sizes)._replace(tumour_logits=tumour_logits)
-        centre = self.centre(slices)
-        pixel_logits = self.moments.segment(centre)
-        sums = self.moments.slice_sums(centre, pixel_logits)
+        pixel_logits, sums = self.moments.measure(self.centre(slices), tumour_logits)
         bag_sums = torch.stack([part.sum(dim=0) for part in torch.split(sums, sizes)])
         return self.aggregate(feats, sizes, bag_sums)._replace(tumour_logits=tumour_logits, pixel_logits=pixel_logits)
 
@@ -117,8 +118,8 @@ class MILModel(nn.Module):
 
     def aggregate(self, feats: torch.Tensor, bag_sizes: BagSizes, moment_sums: torch.Tensor | None = None) -> MILOutput:
         """Slice features ``(sum N_b, K)`` of B bags -> :class:`MILOutput` (the one class column, squeezed). With
-        the tumour-moments stream, ``moment_sums`` ``(B, 9)`` are each bag's summed
-        :meth:`~gliomil.model.moments.TumourMoments.slice_sums`, whose logit joins the bag logit."""
+        the tumour-moments stream, ``moment_sums`` ``(B, 9)`` (``(B, 12)`` with the regions) are each bag's summed
+        :meth:`~gliomil.model.moments.TumourMoments.measure` sums, whose logit joins the bag logit."""
         sizes = as_bag_sizes(bag_sizes, feats.shape[0])
         out = self.aggregator(feats, sizes)
         bag_logits, moments_logits = out.bag_logits[:, 0], None
@@ -153,10 +154,10 @@ class MILModel(nn.Module):
         for start in range(0, len(bag), chunk):
             part = bag[start : start + chunk]
             with torch.autocast(bag.device.type, dtype=autocast_dtype or torch.float32, enabled=enabled):
-                feats.append(self.encoder(part).float())
+                encoded, tumour_logits = self.encoder.encode(part)
+                feats.append(encoded.float())
             if self.moments is not None:
-                centre = self.centre(part)
-                sums.append(self.moments.slice_sums(centre, self.moments.segment(centre)).sum(dim=0))
+                sums.append(self.moments.measure(self.centre(part), tumour_logits)[1].sum(dim=0))
         moment_sums = torch.stack(sums).sum(dim=0, keepdim=True) if sums else None
         return self.aggregate(torch.cat(feats), [len(bag)], moment_sums)
 
@@ -183,7 +184,8 @@ class ModelConfig:
     # 2.5D: each slice is encoded with this many neighbours on either side as channels (gliomil.data.bags)
     context_slices: int = 0
     # the tumour-moments stream (gliomil.model.moments): a per-pixel segmenter taught by train.pixel_supervision,
-    # whose tumour's intensity moments join the bag logit
+    # whose tumour's intensity moments join the bag logit (with the three regions' head, tumour_head 3, also the
+    # regions' areas the head measures)
     tumour_moments: bool = False
 
     def build(self) -> MILModel:
