@@ -5,7 +5,8 @@ same numbers inside the true tumour, on the held-out patients of a finished run.
 
 A run is a git revision or an experiment (``dvc exp show``) whose params have ``train.model.tumour_moments: true``;
 without ``--rev``, the workspace's. Its folds and each fold's selected checkpoint are read through ``dvc.api``
-(from the DVC cache); the slices from ``--preprocessed``, which must be the run's (its ``dvc.lock`` is checked).
+(from the DVC cache); the slices from ``--preprocessed``, which must be the run's (their files' DVC hash is
+checked against the run's ``dvc.lock``).
 Every held-out patient is scored whole, as ``evaluate`` scores it, and each row is a pooled held-out AUC:
 
 - ``model``: the run's HGG probability (its ``prediction`` rule; the run's own pooled AUC in
@@ -40,6 +41,8 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
+from dvc.repo import Repo
+from dvc_data.hashfile.build import build
 from sklearn.metrics import roc_auc_score
 
 from gliomil.baselines.logistic import fit_predict
@@ -72,6 +75,14 @@ def preprocessed_hash(rev: str | None) -> str:
     return next(out["md5"] for out in lock["stages"]["preprocess"]["outs"] if out["path"] == "data/preprocessed")
 
 
+def directory_hash(path: str) -> str:
+    """The md5 DVC gives the directory ``path`` as an output (``<md5>.dir``), from its files: a workspace whose data
+    differ from its own ``dvc.lock`` (re-made on another host, say) is caught, where comparing locks would not."""
+    repo = Repo(".")
+    _, _, tree = build(repo.cache.local, path, repo.fs, "md5", ignore=repo.dvcignore)
+    return tree.hash_info.value
+
+
 def true_tumour(bag: np.ndarray, maps: np.ndarray, share: float = 0.5) -> np.ndarray:
     """bool (S, H, W): the brain pixels of a bag (S, 4, H, W) at least ``share`` tumour in its maps (S, M, H, W)
     uint8; where none is, every brain pixel with some tumour (a small tumour on small slices)."""
@@ -89,13 +100,14 @@ def true_moments(bag: np.ndarray, tumour: np.ndarray) -> np.ndarray:
     return TumourMoments(slices.shape[1]).moments(total, torch.tensor([len(bag)]))[0].numpy()
 
 
-def run_rows(rev: str | None, preprocessed: str) -> tuple[dict[str, float], float]:
-    """Pooled held-out AUC per row of ``ROWS`` and the segmenter's mean held-out Dice for one run."""
+def run_rows(rev: str | None, preprocessed: str, slices_hash: str) -> tuple[dict[str, float], float]:
+    """Pooled held-out AUC per row of ``ROWS`` and the segmenter's mean held-out Dice for one run, on the slices in
+    ``preprocessed`` whose :func:`directory_hash` is ``slices_hash``."""
     params = yaml.safe_load(dvc.api.read("params.yaml", rev=rev))
     if not params["train"]["model"].get("tumour_moments", False):
         raise SystemExit(f"moments_ceiling: run {rev or 'workspace'} has train.model.tumour_moments false")
-    if preprocessed_hash(None) != preprocessed_hash(rev):
-        raise SystemExit(f"moments_ceiling: {preprocessed} is not run {rev or 'workspace'}'s (dvc.lock differs)")
+    if slices_hash != preprocessed_hash(rev):
+        raise SystemExit(f"moments_ceiling: {preprocessed} is not run {rev or 'workspace'}'s (its files differ)")
     dtype = autocast_dtype(torch.device("cpu"), params["train"].get("amp", True))
     native = pd.read_csv(io.StringIO(dvc.api.read("data/baseline_features.csv", rev=rev)), dtype={"subject_id": str})
     native = native.set_index("subject_id")[NATIVE]
@@ -164,7 +176,8 @@ def main() -> None:
     parser.add_argument("--preprocessed", default="data/preprocessed")
     args = parser.parse_args()
     runs = args.rev or [None]
-    results = [run_rows(rev, args.preprocessed) for rev in runs]
+    slices_hash = directory_hash(args.preprocessed)
+    results = [run_rows(rev, args.preprocessed, slices_hash) for rev in runs]
     print("| pooled held-out AUC | " + " | ".join(rev or "workspace" for rev in runs) + " |")
     print("|---|" + "---|" * len(runs))
     for row in ROWS:

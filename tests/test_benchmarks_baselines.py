@@ -81,3 +81,19 @@ def test_the_moments_ceiling_benchmark_scores_a_moments_run_as_evaluate_does(tin
     pooled = json.loads((repo / "metrics/cv_summary.json").read_text())["pooled"]["auc"]
     assert rows["model"] == f"{pooled:.3f}"  # scored as evaluate scores it
     assert all(0 <= float(value) <= 1 for value in rows.values())
+    # the stream with the three regions (13 numbers): scored as evaluate scores it too
+    params["train"]["pixel_target"] = "regions"
+    write_params(repo, params)
+    repro(repo)
+    out = run_tool([sys.executable, str(CEILING_SCRIPT)], repo, env=tool_env(repo / "src")).stdout
+    rows = dict(re.findall(r"^\| (.+?) \| (\d\.\d{3}) \|$", out, flags=re.MULTILINE))
+    pooled = json.loads((repo / "metrics/cv_summary.json").read_text())["pooled"]["auc"]
+    assert len(rows) == 9 and rows["model"] == f"{pooled:.3f}"
+    # slices that are not the run's are refused, though the workspace's dvc.lock still names the run's
+    manifest = repo / "data/preprocessed/manifest.csv"
+    text = manifest.read_text()
+    manifest.unlink()  # not through a link into the cache
+    manifest.write_text(text + "\n")
+    refused = run_tool([sys.executable, str(CEILING_SCRIPT)], repo, env=tool_env(repo / "src"), check=False)
+    assert refused.returncode != 0
+    assert refused.stderr.strip() == "moments_ceiling: data/preprocessed is not run workspace's (its files differ)"
