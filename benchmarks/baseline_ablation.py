@@ -109,6 +109,7 @@ def stream_rows(store: BagSet, splits: list[FoldSplit], seed: int) -> dict[str, 
         interior = true_share(bag, store.tumour_maps[i], INTERIOR)  # with moments_ceiling's stand-in for a small one
         nine = true_moments(bag, interior).astype(np.float64)
         true_rows[i] = (nine, np.r_[nine, region_numbers(interior, truth[i]["core"], truth[i]["enhancing"])])
+    features = [segmented.pixel_features(bag) for bag in store.bags]  # (S, H, W, 8) each; the same in every fold
     scores: dict[str, list[np.ndarray]] = {}
     labels = []
     for split in splits:
@@ -116,7 +117,6 @@ def stream_rows(store: BagSet, splits: list[FoldSplit], seed: int) -> dict[str, 
         test = [index[s] for s in split.test]
         rng = np.random.default_rng([seed, split.fold])
         draws = {i: segmented.draw_pixels(store.bags[i], rng) for i in fit_on}
-        features = {i: segmented.pixel_features(store.bags[i]) for i in (*fit_on, *test)}
         pixels = np.concatenate([features[i].reshape(-1, 8)[draws[i]] for i in fit_on])
         segmenters = {
             name: segmented.fit_segmenter(

@@ -133,7 +133,8 @@ def run_rows(rev: str | None, preprocessed: str, slices_hash: str) -> tuple[dict
         with torch.no_grad():
             for i in fit_on + test:
                 slices = torch.from_numpy(np.asarray(store.bags[i], dtype=np.float32))
-                logits, sums = model.moments.measure(slices, model.encoder.encode(slices)[1])
+                regions = model.encoder.encode(slices)[1] if model.moments.regions else None  # read only with them
+                logits, sums = model.moments.measure(slices, regions)
                 sums = sums.sum(dim=0, keepdim=True)
                 size = torch.tensor([len(slices)])
                 measured[i] = (model.moments.moments(sums, size)[0].numpy(), model.moments.bag_logits(sums, size)[0])
