@@ -25,7 +25,8 @@ fold's training and inner-validation patients, as the ``baselines`` stage fits i
   interior's and the log of their mean areas per slice (what ``seg_statistics``' label shares say); then the same inside
   what per-pixel linear segmenters of the stream's form (:func:`gliomil.baselines.segmented.fit_segmenter` on the
   eight numbers a pixel, fitted per fold on its training and inner-validation patients' maps) predict: the nine
-  numbers; the same with the logs of the SDs; with the predicted core's and enhancing tumour's four numbers.
+  numbers; the same with the logs of the SDs; with the predicted core's and enhancing tumour's four numbers; with
+  the true maps' four (do the regions add to a predicted interior at all, or only to the true one?).
 """
 
 from __future__ import annotations
@@ -140,6 +141,7 @@ def stream_rows(store: BagSet, splits: list[FoldSplit], seed: int) -> dict[str, 
                 "stream: linear segmenter's interior (9)": nine,
                 "stream: the same, log SDs (9)": logged,
                 "stream: + its core and enhancing (13)": np.r_[nine, region_numbers(interior, core, enhancing)],
+                "stream: its interior, true regions (13)": np.r_[nine, true_rows[i][1][9:]],
             }
             for name, numbers in rows.items():
                 tables.setdefault(name, {})[i] = numbers
