@@ -41,8 +41,7 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
-from dvc.repo import Repo
-from dvc_data.hashfile.build import build
+from noise_floor import dvc_dir_hash  # benchmarks/noise_floor.py: DVC's hash of an output folder
 from sklearn.metrics import roc_auc_score
 
 from gliomil.baselines.logistic import fit_predict
@@ -75,14 +74,6 @@ def preprocessed_hash(rev: str | None) -> str:
     return next(out["md5"] for out in lock["stages"]["preprocess"]["outs"] if out["path"] == "data/preprocessed")
 
 
-def directory_hash(path: str) -> str:
-    """The md5 DVC gives the directory ``path`` as an output (``<md5>.dir``), from its files: a workspace whose data
-    differ from its own ``dvc.lock`` (re-made on another host, say) is caught, where comparing locks would not."""
-    repo = Repo(".")
-    _, _, tree = build(repo.cache.local, path, repo.fs, "md5", ignore=repo.dvcignore)
-    return tree.hash_info.value
-
-
 def true_tumour(bag: np.ndarray, maps: np.ndarray, share: float = 0.5) -> np.ndarray:
     """bool (S, H, W): the brain pixels of a bag (S, 4, H, W) at least ``share`` tumour in its maps (S, M, H, W)
     uint8; where none is, every brain pixel with some tumour (a small tumour on small slices)."""
@@ -102,7 +93,7 @@ def true_moments(bag: np.ndarray, tumour: np.ndarray) -> np.ndarray:
 
 def run_rows(rev: str | None, preprocessed: str, slices_hash: str) -> tuple[dict[str, float], float]:
     """Pooled held-out AUC per row of ``ROWS`` and the segmenter's mean held-out Dice for one run, on the slices in
-    ``preprocessed`` whose :func:`directory_hash` is ``slices_hash``."""
+    ``preprocessed``, whose DVC hash (``noise_floor.dvc_dir_hash``, ``.dir`` included) is ``slices_hash``."""
     params = yaml.safe_load(dvc.api.read("params.yaml", rev=rev))
     if not params["train"]["model"].get("tumour_moments", False):
         raise SystemExit(f"moments_ceiling: run {rev or 'workspace'} has train.model.tumour_moments false")
@@ -177,7 +168,7 @@ def main() -> None:
     parser.add_argument("--preprocessed", default="data/preprocessed")
     args = parser.parse_args()
     runs = args.rev or [None]
-    slices_hash = directory_hash(args.preprocessed)
+    slices_hash = dvc_dir_hash(Path(args.preprocessed))[0] + ".dir"
     results = [run_rows(rev, args.preprocessed, slices_hash) for rev in runs]
     print("| pooled held-out AUC | " + " | ".join(rev or "workspace" for rev in runs) + " |")
     print("|---|" + "---|" * len(runs))

@@ -79,14 +79,16 @@ def sha(data: bytes, n: int = 12) -> str:
 
 
 def dvc_dir_hash(folder: Path) -> tuple[str, int, int]:
-    """(md5, total size, number of files) of a folder, computed as DVC computes an output folder's hash."""
-    entries, size = [], 0
-    for path in (p for p in folder.rglob("*") if p.is_file()):
-        data = path.read_bytes()
-        size += len(data)
-        entries.append({"md5": hashlib.md5(data).hexdigest(), "relpath": path.relative_to(folder).as_posix()})
-    entries.sort(key=lambda entry: entry["relpath"])  # as strings: "slices.csv" before "slices/..."
-    return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest(), size, len(entries)
+    """(md5 without ``.dir``, total size, number of files) that DVC records for ``folder`` as an output, from its files
+    (``dvc_data``'s own hashing, DVC's library: no repository needed, nothing written)."""
+    from dvc_data.hashfile.build import build
+    from dvc_data.hashfile.db import HashFileDB
+    from dvc_objects.fs.local import LocalFileSystem
+
+    fs = LocalFileSystem()
+    with tempfile.TemporaryDirectory() as scratch:
+        _, meta, tree = build(HashFileDB(fs, scratch), os.fspath(folder), fs, "md5", dry_run=True)
+    return tree.hash_info.value.removesuffix(".dir"), meta.size, meta.nfiles
 
 
 def run_child(kind: str, spec: dict, env: dict | None = None, cwd: str | None = None) -> dict:
