@@ -26,7 +26,9 @@ fold's training and inner-validation patients, as the ``baselines`` stage fits i
   what per-pixel linear segmenters of the stream's form (:func:`gliomil.baselines.segmented.fit_segmenter` on the
   eight numbers a pixel, fitted per fold on its training and inner-validation patients' maps) predict: the nine
   numbers; the same with the logs of the SDs; with the predicted core's and enhancing tumour's four numbers; with
-  the true maps' four (do the regions add to a predicted interior at all, or only to the true one?).
+  the true maps' four (do the regions add to a predicted interior at all, or only to the true one?); the nine
+  numbers and the outline of the true interior and of the linear segmenter's (``train.model.tumour_shape``: how far
+  the mask's outline is from a disc's, slice by slice).
 """
 
 from __future__ import annotations
@@ -109,7 +111,11 @@ def stream_rows(store: BagSet, splits: list[FoldSplit], seed: int) -> dict[str, 
     for i, bag in enumerate(store.bags):
         interior = true_share(bag, store.tumour_maps[i], INTERIOR)  # with moments_ceiling's stand-in for a small one
         nine = true_moments(bag, interior).astype(np.float64)
-        true_rows[i] = (nine, np.r_[nine, region_numbers(interior, truth[i]["core"], truth[i]["enhancing"])])
+        true_rows[i] = (
+            nine,
+            np.r_[nine, region_numbers(interior, truth[i]["core"], truth[i]["enhancing"])],
+            true_moments(bag, interior, shape=True).astype(np.float64),
+        )
     features = [segmented.pixel_features(bag) for bag in store.bags]  # (S, H, W, 8) each; the same in every fold
     scores: dict[str, list[np.ndarray]] = {}
     labels = []
@@ -142,6 +148,8 @@ def stream_rows(store: BagSet, splits: list[FoldSplit], seed: int) -> dict[str, 
                 "stream: the same, log SDs (9)": logged,
                 "stream: + its core and enhancing (13)": np.r_[nine, region_numbers(interior, core, enhancing)],
                 "stream: its interior, true regions (13)": np.r_[nine, true_rows[i][1][9:]],
+                "stream: true interior, outline (10)": true_rows[i][2],
+                "stream: its interior, outline (10)": true_moments(bag, interior, shape=True).astype(np.float64),
             }
             for name, numbers in rows.items():
                 tables.setdefault(name, {})[i] = numbers

@@ -82,13 +82,13 @@ def true_tumour(bag: np.ndarray, maps: np.ndarray, share: float = 0.5) -> np.nda
     return mask if mask.any() else (maps[:, 0] > 0) & brain
 
 
-def true_moments(bag: np.ndarray, tumour: np.ndarray) -> np.ndarray:
+def true_moments(bag: np.ndarray, tumour: np.ndarray, shape: bool = False) -> np.ndarray:
     """(9,) the stream's numbers (:meth:`gliomil.model.moments.TumourMoments.moments`) of a bag (S, 4, H, W) inside
-    the mask ``tumour`` (S, H, W)."""
+    the mask ``tumour`` (S, H, W); (10,) with ``shape``, the mask's outline last (``train.model.tumour_shape``)."""
     slices = torch.from_numpy(np.asarray(bag, dtype=np.float32))
     logits = torch.where(torch.from_numpy(tumour[:, None]), 1.0, -1.0)  # >= 0 exactly on the mask
-    total = TumourMoments.slice_sums(slices, logits).sum(dim=0, keepdim=True)
-    return TumourMoments(slices.shape[1]).moments(total, torch.tensor([len(bag)]))[0].numpy()
+    total = TumourMoments.slice_sums(slices, logits, shape).sum(dim=0, keepdim=True)
+    return TumourMoments(slices.shape[1], shape=shape).moments(total, torch.tensor([len(bag)]))[0].numpy()
 
 
 def run_rows(rev: str | None, preprocessed: str, slices_hash: str) -> tuple[dict[str, float], float]:

@@ -22,8 +22,8 @@ def test_the_ablation_reads_the_run_and_agrees_with_the_baselines_stage(tiny_run
     out = run_tool([sys.executable, str(SCRIPT)], repo, env=tool_env(repo / "src")).stdout
     rows = dict(re.findall(r"^(.+?)\s{2,}(\d\.\d{3})$", out, flags=re.MULTILINE))
     assert "5 folds, 16 held-out patients" in out
-    assert len(rows) == 13 and all(0 <= float(auc) <= 1 for auc in rows.values())
-    assert sum(name.startswith("stream: ") for name in rows) == 6
+    assert len(rows) == 15 and all(0 <= float(auc) <= 1 for auc in rows.values())
+    assert sum(name.startswith("stream: ") for name in rows) == 8
     stage = json.loads((repo / "metrics/baselines.json").read_text())
     assert rows["predicted_mask, 64 px (21, image-only)"] == f"{stage['predicted_mask']['auc']:.3f}"
     assert rows["seg_statistics (all 24)"] == f"{stage['seg_statistics']['auc']:.3f}"
@@ -33,7 +33,7 @@ def test_the_ablation_reads_the_run_and_agrees_with_the_baselines_stage(tiny_run
     assert again == f"seed {seed}\n{out}"
     other = run_tool([sys.executable, str(SCRIPT), "--seed", str(seed + 1)], repo, env=tool_env(repo / "src")).stdout
     assert other.startswith(f"seed {seed + 1}\n5 folds, 16 held-out patients")
-    assert len(re.findall(r"^(.+?)\s{2,}(\d\.\d{3})$", other, flags=re.MULTILINE)) == 13
+    assert len(re.findall(r"^(.+?)\s{2,}(\d\.\d{3})$", other, flags=re.MULTILINE)) == 15
 
 
 GAIN_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "segmenter_gain.py"

@@ -301,3 +301,64 @@ def test_training_with_the_regions_teaches_the_head_the_core_and_predicts_from_i
     assert ratios[0] < 1.2 and ratios[1] > 1.5, ratios
     scores = model.score_bag(torch.from_numpy(val_set.bags[0].astype(np.float32)), chunk=4)
     assert scores.bag_logits.shape == (1,)
+
+
+# -- the outline (train.model.tumour_shape) ------------------------------------------------------------------------
+SHAPE_MODEL = dataclasses.replace(MOMENTS_MODEL, tumour_shape=True)
+
+
+def test_the_outline_is_the_masks_pixel_edges_against_a_discs_perimeter_by_hand():
+    slices = torch.rand(3, 4, 12, 12) + 1.0  # all brain
+    logits = torch.full((3, 1, 12, 12), -40.0)
+    logits[0, 0, 2:6, 3:9] = 40.0  # a 4 x 6 rectangle inside the slice: 20 edges, 24 pixels
+    logits[1, 0, 0:3, 0:2] = 40.0  # 3 x 2 in the corner: the slice's border is an edge too, 10 edges, 6 pixels
+    logits[1, 0, 5, 5] = 40.0  # and a lone pixel: 4 more edges, 1 more pixel
+    sums = TumourMoments.slice_sums(slices, logits, shape=True)  # the third slice's mask is empty
+    assert sums.shape == (3, 11)
+    assert torch.equal(sums[:, :9], TumourMoments.slice_sums(slices, logits))  # the nine sums are unchanged
+    assert sums[:, 9].tolist() == [20.0, 14.0, 0.0]
+    assert sums[:, 10].tolist() == pytest.approx([math.sqrt(4 * math.pi * 24), math.sqrt(4 * math.pi * 7), 0.0])
+    stream = TumourMoments(shape=True)
+    assert stream.classifier.in_features == 10
+    numbers = stream.moments(sums.sum(dim=0, keepdim=True), torch.tensor([3]))
+    assert torch.equal(numbers[:, :9], TumourMoments().moments(sums[:, :9].sum(dim=0, keepdim=True), torch.tensor([3])))
+    circles = math.sqrt(4 * math.pi * 24) + math.sqrt(4 * math.pi * 7)
+    assert numbers[0, 9].item() == pytest.approx(math.log((1 + 34.0) / (1 + circles)), abs=1e-6)
+    empty = stream.moments(sums[2:], torch.tensor([1]))
+    assert empty[0, 9].item() == 0.0
+    # a ragged outline of the same area reads higher than a compact one
+    square, comb = torch.full((1, 1, 12, 12), -40.0), torch.full((1, 1, 12, 12), -40.0)
+    square[0, 0, 2:8, 2:8] = 40.0
+    comb[0, 0, 2:8, 0:12:2] = 40.0  # six one-pixel columns of 6
+    rough = [
+        stream.moments(TumourMoments.slice_sums(slices[:1], m, shape=True), torch.tensor([1]))[0, 9]
+        for m in (square, comb)
+    ]
+    assert rough[0] < rough[1]
+
+
+def test_the_outline_stream_scores_in_chunks_as_a_whole_and_params_refuse_it_without_the_moments():
+    torch.manual_seed(0)
+    model = SHAPE_MODEL.build().eval()
+    with torch.no_grad():
+        model.moments.classifier.weight.normal_()
+        model.moments.segmenter.weight.normal_(std=1.0 / SEGMENTER_GAIN)
+        model.moments.segmenter.bias.zero_()
+    slices = torch.randn(11, 4, 16, 16)
+    with torch.no_grad():
+        whole = model(slices, [11])
+    assert torch.allclose(model.score_bag(slices, chunk=3).bag_logits, whole.bag_logits, atol=1e-5)
+    model.train()
+    model(slices, [5, 6]).moments_logits.sum().backward()
+    assert model.moments.classifier.weight.grad[0, 9].abs() > 0  # the grade loss reads the outline
+    assert all(p.grad is None for p in model.moments.segmenter.parameters())
+    with pytest.raises(ValueError, match="needs tumour_moments"):
+        dataclasses.replace(TINY_MODEL, tumour_shape=True).build()
+    edited = copy.deepcopy(P.load_params("params.yaml"))
+    assert edited["train"]["model"]["tumour_shape"] is False
+    edited["train"]["model"]["tumour_shape"] = True
+    with pytest.raises(ParamsError, match="set train.model.tumour_moments: true") as info:
+        P.check_params(edited)
+    assert "\n" not in str(info.value)
+    edited["train"]["model"]["tumour_moments"], edited["train"]["pixel_supervision"] = True, 1.0
+    P.check_params(edited)

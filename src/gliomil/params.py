@@ -170,6 +170,7 @@ SPEC: dict[str, Rule] = {
     "train.model.slice_pooling": choice(SLICE_POOLINGS),
     "train.model.context_slices": integer(0, 4),
     "train.model.tumour_moments": boolean(),
+    "train.model.tumour_shape": boolean(),
     "train.diagnostics.top_k": integer(low=1),
     "train.diagnostics.uniform_entropy": number(0.01, 1.0),
     "train.diagnostics.uniform_max_ratio": number(low=1.0),
@@ -259,6 +260,11 @@ def check_params(params: dict) -> None:
         raise ParamsError(
             "params.yaml: train.model.tumour_moments measures the tumour with a segmenter that "
             "train.pixel_supervision teaches; set train.pixel_supervision > 0 (e.g. 1.0)"
+        )
+    if value(params, "train.model.tumour_shape") and not value(params, "train.model.tumour_moments"):
+        raise ParamsError(
+            "params.yaml: train.model.tumour_shape is the outline of the tumour-moments stream's mask; "
+            "set train.model.tumour_moments: true as well"
         )
     cell = 2 ** (value(params, "train.model.depth") - 1)
     if value(params, "train.pixel_supervision") > 0 and value(params, "preprocess.image_size") % cell:

@@ -76,6 +76,7 @@ class MILModel(nn.Module):
         tumour_head: int = 0,
         context_slices: int = 0,
         tumour_moments: bool = False,
+        tumour_shape: bool = False,
     ):
         super().__init__()
         if context_slices < 0:
@@ -99,7 +100,9 @@ class MILModel(nn.Module):
         # Created last, so that everything before it is initialised as in a model without it.
         # With the three regions' head (train.pixel_target: regions) the stream also reads the regions' areas.
         regions = int(tumour_head) == PIXEL_TARGETS["regions"]
-        self.moments = TumourMoments(in_channels, regions) if tumour_moments else None
+        if tumour_shape and not tumour_moments:
+            raise ValueError("tumour_shape is a number of the tumour-moments stream's mask: it needs tumour_moments")
+        self.moments = TumourMoments(in_channels, regions, tumour_shape) if tumour_moments else None
 
     def forward(self, slices: torch.Tensor, bag_sizes: BagSizes) -> MILOutput:
         sizes = as_bag_sizes(bag_sizes, slices.shape[0])
@@ -118,8 +121,9 @@ class MILModel(nn.Module):
 
     def aggregate(self, feats: torch.Tensor, bag_sizes: BagSizes, moment_sums: torch.Tensor | None = None) -> MILOutput:
         """Slice features ``(sum N_b, K)`` of B bags -> :class:`MILOutput` (the one class column, squeezed). With
-        the tumour-moments stream, ``moment_sums`` ``(B, 9)`` (``(B, 12)`` with the regions) are each bag's summed
-        :meth:`~gliomil.model.moments.TumourMoments.measure` sums, whose logit joins the bag logit."""
+        the tumour-moments stream, ``moment_sums`` ``(B, 9)`` (two more with the shape, three more with the regions)
+        are each bag's summed :meth:`~gliomil.model.moments.TumourMoments.measure` sums, whose logit joins the bag
+        logit."""
         sizes = as_bag_sizes(bag_sizes, feats.shape[0])
         out = self.aggregator(feats, sizes)
         bag_logits, moments_logits = out.bag_logits[:, 0], None
@@ -187,6 +191,8 @@ class ModelConfig:
     # whose tumour's intensity moments join the bag logit (with the three regions' head, tumour_head 3, also the
     # regions' areas the head measures)
     tumour_moments: bool = False
+    # with tumour_moments: the stream also reads how far its mask's outline is from a disc's, slice by slice
+    tumour_shape: bool = False
 
     def build(self) -> MILModel:
         return MILModel(
@@ -202,4 +208,5 @@ class ModelConfig:
             tumour_head=self.tumour_head,
             context_slices=self.context_slices,
             tumour_moments=self.tumour_moments,
+            tumour_shape=self.tumour_shape,
         )
