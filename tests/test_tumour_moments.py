@@ -31,6 +31,18 @@ def forced_logits(shape, inside: tuple[slice, slice], level: float = 40.0) -> to
     return logits
 
 
+def randomised_stream(config: ModelConfig):
+    """The model of ``config`` in eval mode with a random stream head and a segmenter whose mask is part of a slice
+    (seeded: torch.manual_seed(0))."""
+    torch.manual_seed(0)
+    model = config.build().eval()
+    with torch.no_grad():
+        model.moments.classifier.weight.normal_()
+        model.moments.segmenter.weight.normal_(std=1.0 / SEGMENTER_GAIN)
+        model.moments.segmenter.bias.zero_()
+    return model
+
+
 def test_the_moments_are_the_mean_sd_and_area_of_each_modality_inside_the_tumour_by_hand():
     rng = np.random.default_rng(0)
     slices = torch.from_numpy(rng.normal(2.0, 1.5, size=(3, 4, 12, 12)).astype(np.float32))
@@ -166,12 +178,7 @@ def test_the_grade_does_not_reach_the_segmenter_and_the_pixel_loss_does():
 
 @pytest.mark.parametrize("context", [0, 1])
 def test_a_bag_scored_in_chunks_equals_the_whole_forward_and_reads_the_centre_slice(context):
-    torch.manual_seed(0)
-    model = dataclasses.replace(MOMENTS_MODEL, context_slices=context).build().eval()
-    with torch.no_grad():
-        model.moments.classifier.weight.normal_()
-        model.moments.segmenter.weight.normal_(std=1.0 / SEGMENTER_GAIN)  # a segmenter whose mask is part of a slice
-        model.moments.segmenter.bias.zero_()
+    model = randomised_stream(dataclasses.replace(MOMENTS_MODEL, context_slices=context))
     slices = torch.randn(11, 4 * (2 * context + 1), 16, 16)
     with torch.no_grad():
         whole = model(slices, [11])
@@ -249,13 +256,8 @@ def test_with_the_regions_the_stream_reads_the_heads_core_and_enhancing_areas_by
 
 
 def test_the_regions_stream_scores_in_chunks_as_a_whole_and_the_grade_reaches_neither_head():
-    torch.manual_seed(0)
-    model = REGIONS_MODEL.build().eval()
+    model = randomised_stream(REGIONS_MODEL)
     assert model.moments.regions and not MOMENTS_MODEL.build().moments.regions
-    with torch.no_grad():
-        model.moments.classifier.weight.normal_()
-        model.moments.segmenter.weight.normal_(std=1.0 / SEGMENTER_GAIN)
-        model.moments.segmenter.bias.zero_()
     slices = torch.randn(11, 4, 16, 16)
     with torch.no_grad():
         whole = model(slices, [11])
@@ -338,12 +340,7 @@ def test_the_outline_is_the_masks_pixel_edges_against_a_discs_perimeter_by_hand(
 
 
 def test_the_outline_stream_scores_in_chunks_as_a_whole_and_params_refuse_it_without_the_moments():
-    torch.manual_seed(0)
-    model = SHAPE_MODEL.build().eval()
-    with torch.no_grad():
-        model.moments.classifier.weight.normal_()
-        model.moments.segmenter.weight.normal_(std=1.0 / SEGMENTER_GAIN)
-        model.moments.segmenter.bias.zero_()
+    model = randomised_stream(SHAPE_MODEL)
     slices = torch.randn(11, 4, 16, 16)
     with torch.no_grad():
         whole = model(slices, [11])

@@ -29,9 +29,9 @@ mask's area in pixels: how far the outline is from a disc's, slice by slice, a 2
 radiomics' shape features (VASARI also grades the margins). Per-slice sums, so a bag of random slices measures it as
 the whole patient does and chunks add up. In this cohort the shape holds grade beside the intensities: LGG grow
 along the white matter (``wm_spread`` in :func:`gliomil.synthetic.cohort.sample_tumour`), HGG displace the brain
-around them. The true interior's outline adds 0.016, 0.016 and 0.015 pooled AUC to its nine numbers on seeds 42 to
-44's folds, a linear per-pixel segmenter's hard mask (the stream's kind) 0.009, 0.013 and 0.004
-(``benchmarks/baseline_ablation.py``'s ``outline`` rows; docs/models.md, "The tumour's outline").
+around them. The outline adds to the nine numbers inside the true interior and inside a linear per-pixel segmenter's
+hard mask, the stream's kind, on seeds 42 to 44's folds (``benchmarks/baseline_ablation.py``'s ``outline`` rows;
+docs/models.md, "The tumour's outline").
 
 With ``train.pixel_target: regions`` the encoder's tumour head scores the three BraTS regions
 (:data:`gliomil.vocabulary.TUMOUR_REGIONS`) on its ``(H, W) / 8`` cells, and the stream also reads four numbers from
@@ -171,8 +171,8 @@ class TumourMoments(nn.Module):
                 return torch.cat([mass, first, second], dim=1)
             framed = F.pad(weights, (1, 1, 1, 1))  # outside the slice is not mask
             edges = framed.diff(dim=2).abs().sum(dim=(1, 2, 3)) + framed.diff(dim=3).abs().sum(dim=(1, 2, 3))
-            circle = torch.sqrt(4 * torch.pi * mass)
-            return torch.cat([mass, first, second, edges.unsqueeze(1), circle], dim=1)
+            disc = torch.sqrt(4 * torch.pi * mass)
+            return torch.cat([mass, first, second, edges.unsqueeze(1), disc], dim=1)
 
     @staticmethod
     def region_areas(tumour_logits: torch.Tensor, pixels: int) -> torch.Tensor:
@@ -205,7 +205,7 @@ class TumourMoments(nn.Module):
         variance's floor) and an area of 0.
 
         With ``shape``, sums ``(B, 3 + 2C)`` -> ``(B, 2C + 2)``: then the outline's
-        ``log((1 + sum of perimeters) / (1 + sum of circles))`` (0 for an empty mask).
+        ``log((1 + sum of perimeters) / (1 + sum of their discs' perimeters))`` (0 for an empty mask).
 
         With ``regions``, three more sums at the end (:meth:`measure`) -> four more numbers at the end: the tumour
         core's and the enhancing tumour's soft areas as shares of the whole tumour's (floored at one pixel), then
@@ -218,8 +218,8 @@ class TumourMoments(nn.Module):
         numbers = [mean, variance.sqrt(), torch.log1p(sums[:, :1] / slices)]
         start = 1 + 2 * channels
         if self.shape:
-            edges, circles = sums[:, start : start + 1], sums[:, start + 1 : start + 2]
-            numbers.append(torch.log((1.0 + edges) / (1.0 + circles)))
+            edges, discs = sums[:, start : start + 1], sums[:, start + 1 : start + 2]
+            numbers.append(torch.log((1.0 + edges) / (1.0 + discs)))
             start += 2
         if self.regions:
             whole, regions = sums[:, start : start + 1], sums[:, start + 1 :]
