@@ -110,12 +110,9 @@ def stream_rows(store: BagSet, splits: list[FoldSplit], seed: int) -> dict[str, 
     true_rows = {}
     for i, bag in enumerate(store.bags):
         interior = true_share(bag, store.tumour_maps[i], INTERIOR)  # with moments_ceiling's stand-in for a small one
-        nine = true_moments(bag, interior).astype(np.float64)
-        true_rows[i] = (
-            nine,
-            np.r_[nine, region_numbers(interior, truth[i]["core"], truth[i]["enhancing"])],
-            true_moments(bag, interior, shape=True).astype(np.float64),
-        )
+        ten = true_moments(bag, interior, shape=True).astype(np.float64)  # the nine numbers, then the outline
+        nine = ten[:9]
+        true_rows[i] = (nine, np.r_[nine, region_numbers(interior, truth[i]["core"], truth[i]["enhancing"])], ten)
     features = [segmented.pixel_features(bag) for bag in store.bags]  # (S, H, W, 8) each; the same in every fold
     scores: dict[str, list[np.ndarray]] = {}
     labels = []
@@ -138,7 +135,8 @@ def stream_rows(store: BagSet, splits: list[FoldSplit], seed: int) -> dict[str, 
             core, enhancing = (
                 predicted_region(segmenters[name], features[i], brains[i]) for name in ("core", "enhancing")
             )
-            nine = true_moments(bag, interior).astype(np.float64)
+            ten = true_moments(bag, interior, shape=True).astype(np.float64)
+            nine = ten[:9]
             logged = nine.copy()
             logged[4:8] = np.log(logged[4:8])
             rows = {
@@ -149,7 +147,7 @@ def stream_rows(store: BagSet, splits: list[FoldSplit], seed: int) -> dict[str, 
                 "stream: + its core and enhancing (13)": np.r_[nine, region_numbers(interior, core, enhancing)],
                 "stream: its interior, true regions (13)": np.r_[nine, true_rows[i][1][9:]],
                 "stream: true interior, outline (10)": true_rows[i][2],
-                "stream: its interior, outline (10)": true_moments(bag, interior, shape=True).astype(np.float64),
+                "stream: its interior, outline (10)": ten,
             }
             for name, numbers in rows.items():
                 tables.setdefault(name, {})[i] = numbers
